@@ -1,0 +1,235 @@
+"""Pipeline configuration: one frozen dataclass per stage, composed into `PipelineConfig`.
+
+Each stage receives only its own section (`embed_items(ds, cfg.embed)`). Files are YAML with
+the same nesting as the dataclasses; `--set kmeans.n_clusters=8` overrides one dotted field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any
+
+import yaml
+
+from raypipe.schema import EVENT_TYPES
+
+SOURCES = ("synthetic", "events", "amazon-p5", "recbole", "online-retail")
+USER_REPRS = ("pooled", "text")
+STRATEGIES = ("vector", "segment", "blend")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    users: int = 5000          # planted users
+    items: int = 2000          # catalogue size
+    events: int = 120_000      # rows in the behaviour log
+    segments: int = 8          # latent segments, each with its own category taste
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("users", "items", "events", "segments"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"synthetic.{name}={getattr(self, name)} should be >= 1")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str = "synthetic"    # one of SOURCES
+    input: str | None = None   # events file/folder/URI, or the dataset folder for public formats
+    items: str | None = None   # item catalogue for kind=events
+    # Canonical column -> column name in the input files (kind=events only).
+    columns: dict = field(default_factory=dict)
+    # Catalogue columns joined into the item text when no `text` column exists.
+    text_columns: tuple = ("title", "category", "brand")
+
+    def __post_init__(self):
+        if self.kind not in SOURCES:
+            raise ValueError(f"source.kind={self.kind!r} should be one of {SOURCES}")
+        if self.kind in ("events", "amazon-p5", "recbole", "online-retail") and not self.input:
+            raise ValueError(f"source.kind={self.kind!r} needs an input path (--input)")
+        if self.kind == "events" and not self.items:
+            raise ValueError("source.kind='events' needs an item catalogue (--items)")
+        object.__setattr__(self, "text_columns", tuple(self.text_columns))
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    strict: bool = False       # stop at the first bad row instead of quarantining it
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    max_length: int = 50       # keep each user's last N events
+    min_length: int = 1        # users with fewer (distinct, if dedup_items) items are set aside
+    dedup_items: bool = False  # keep only the first event per (user, item), as in purchase logs
+    num_partitions: int = 0    # hash partitions for grouping; 0 = from the cluster's CPUs
+
+    def __post_init__(self):
+        if self.max_length < 1 or self.min_length < 1:
+            raise ValueError(f"sequences.max_length={self.max_length} and min_length="
+                             f"{self.min_length} should be >= 1")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    model: str | None = None   # Hugging Face id or local path; None = shipped MiniLM-L6
+    device: str | None = None  # None = cuda when available, else cpu
+    batch_size: int = 128      # texts per forward pass
+    max_length: int = 64       # tokens per item text
+    sequence_max_length: int = 256  # tokens per rendered sequence (user_repr=text)
+    cpus_per_actor: int = 2    # CPU actors: torch threads each; actors = cluster CPUs // this
+    max_actors: int = 0        # cap on the actor pool; 0 = as many as resources allow
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.max_length < 8:
+            raise ValueError(f"embed.batch_size={self.batch_size} should be >= 1 and "
+                             f"embed.max_length={self.max_length} >= 8")
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    # Weight of each event type when pooling a history; later stages reuse it for interests.
+    event_weights: dict = field(default_factory=lambda: {
+        "view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0})
+    half_life: float = 10.0    # recency decay, in events counted back from the latest
+
+    def __post_init__(self):
+        unknown = set(self.event_weights) - set(EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"user.event_weights has unknown event types {sorted(unknown)}")
+        if self.half_life <= 0:
+            raise ValueError(f"user.half_life={self.half_life} should be > 0")
+
+
+@dataclass(frozen=True)
+class KMeansConfig:
+    n_clusters: int = 8
+    max_iter: int = 50
+    tol: float = 1e-4          # stop when centroids move less than this (relative)
+    n_init: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.n_clusters < 1 or self.max_iter < 1 or self.n_init < 1:
+            raise ValueError(f"kmeans.n_clusters={self.n_clusters}, max_iter={self.max_iter}, "
+                             f"n_init={self.n_init} should all be >= 1")
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    top_interests: int = 3     # interest segments kept per user
+    top_items: int = 10        # most frequent items kept per segment
+    top_terms: int = 10        # distinctive terms kept per segment
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    k: int = 20                # recommendations per user and strategy
+    strategies: tuple = STRATEGIES
+    exclude_purchased: bool = True
+    blend_weight: float = 0.7  # share of the vector score in `blend`; the rest is segment
+
+    def __post_init__(self):
+        object.__setattr__(self, "strategies", tuple(self.strategies))
+        bad = set(self.strategies) - set(STRATEGIES)
+        if bad or self.k < 1 or not 0.0 <= self.blend_weight <= 1.0:
+            raise ValueError(f"recommend: strategies={self.strategies} (allowed {STRATEGIES}), "
+                             f"k={self.k} >= 1, blend_weight={self.blend_weight} in [0, 1]")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    holdout: str = "none"      # "last": hold out each user's last item (second last validates)
+    ks: tuple = (10, 20)
+
+    def __post_init__(self):
+        object.__setattr__(self, "ks", tuple(self.ks))
+        if self.holdout not in ("none", "last"):
+            raise ValueError(f"eval.holdout={self.holdout!r} should be 'none' or 'last'")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    output: str = "artifacts"
+    user_repr: str = "pooled"  # one of USER_REPRS
+    address: str | None = None  # Ray cluster address; None starts a local Ray
+    num_cpus: int | None = None  # CPUs for a local Ray; None = all
+    synthetic_dir: str = "data"  # where `source.kind=synthetic` logs are generated (and reused)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    sequences: SequenceConfig = field(default_factory=SequenceConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    user: UserConfig = field(default_factory=UserConfig)
+    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
+    profiles: ProfileConfig = field(default_factory=ProfileConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        if self.user_repr not in USER_REPRS:
+            raise ValueError(f"user_repr={self.user_repr!r} should be one of {USER_REPRS}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Stable hash of everything that shapes the outputs (not where they go)."""
+        d = self.to_dict()
+        for key in ("output", "address", "num_cpus", "synthetic_dir"):
+            d.pop(key)
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def from_dict(cls, data: dict):
+    """Build dataclass `cls` from a nested dict, naming unknown keys."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown config keys for {cls.__name__}: {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = known[name].default_factory() if known[name].default_factory \
+            is not dataclasses.MISSING else known[name].default
+        if is_dataclass(default) and isinstance(value, dict):
+            value = from_dict(type(default), value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def apply_override(cfg, dotted: str, value: Any):
+    """Return `cfg` with the field at `dotted` (e.g. 'kmeans.n_clusters') set to `value`."""
+    head, _, rest = dotted.partition(".")
+    names = {f.name for f in fields(cfg)}
+    if head not in names:
+        raise ValueError(f"unknown config key {dotted!r}: {type(cfg).__name__} has {sorted(names)}")
+    if rest:
+        inner = getattr(cfg, head)
+        if isinstance(inner, dict):
+            return replace(cfg, **{head: {**inner, rest: value}})
+        if not is_dataclass(inner):
+            raise ValueError(f"config key {head!r} is a value, not a section")
+        return replace(cfg, **{head: apply_override(inner, rest, value)})
+    return replace(cfg, **{head: value})
+
+
+def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineConfig:
+    """Defaults, then the YAML file, then each `key=value` override (value parsed as YAML)."""
+    data = {}
+    if path:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    return apply_overrides(from_dict(PipelineConfig, data), overrides)
+
+
+def apply_overrides(cfg, overrides: list[str]):
+    """Apply `key=value` strings in order; values are parsed as YAML (8, true, [a, b])."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r} should look like key=value")
+        cfg = apply_override(cfg, key.strip(), yaml.safe_load(raw))
+    return cfg

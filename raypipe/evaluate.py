@@ -1,0 +1,54 @@
+"""Leave-one-out evaluation over the full catalogue (no sampled negatives).
+
+Metrics are computed from the recommendation rows themselves, so anyone can recompute them
+from `recommendations.parquet`. With one held-out item per user, Recall@K is the share of users
+whose item is in their top K, and NDCG@K the mean of 1 / log2(rank + 1) over those users.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def metrics_from_recs(recs: pa.Table, targets: pa.Table, ks=(10, 20)) -> dict:
+    """recs: (user_id, rank, item_id, strategy); targets: (user_id, target_item), one row per
+    evaluated user -> {strategy: {"recall@K": ..., "ndcg@K": ..., "users": n}}."""
+    targets = targets.filter(pc.is_valid(targets["target_item"]))
+    n_users = targets.num_rows
+    hits = recs.select(["user_id", "rank", "item_id", "strategy"]).join(
+        targets.select(["user_id", "target_item"]), "user_id", join_type="inner")
+    hits = hits.filter(pc.equal(hits["item_id"], hits["target_item"]))
+    out = {}
+    for strategy in sorted(set(recs["strategy"].to_pylist())):
+        ranks = hits.filter(pc.equal(hits["strategy"], strategy))["rank"].to_numpy()
+        out[strategy] = _at_k(ranks, n_users, ks)
+    return out
+
+
+def _at_k(ranks: np.ndarray, n_users: int, ks) -> dict:
+    res = {"users": n_users}
+    for k in ks:
+        top = ranks[ranks <= k]
+        res[f"recall@{k}"] = round(len(top) / max(n_users, 1), 6)
+        res[f"ndcg@{k}"] = round(float((1.0 / np.log2(top + 1)).sum()) / max(n_users, 1), 6)
+    return res
+
+
+def most_popular(histories: list[list[str]], targets: list, exclude: list[set],
+                 ks=(10, 20)) -> dict:
+    """Baseline: globally most frequent history items, minus each user's excluded items."""
+    values, counts = np.unique(np.concatenate([np.asarray(h, object) for h in histories]
+                                              or [np.zeros(0, object)]).astype(str),
+                               return_counts=True)
+    ranked = values[np.lexsort((values, -counts))].tolist()
+    depth = max(ks)
+    ranks = []
+    for target, excl in zip(targets, exclude):
+        if target is None:
+            continue
+        top = [i for i in ranked[: depth + len(excl)] if i not in excl][:depth]
+        if target in top:
+            ranks.append(top.index(target) + 1)
+    n = sum(t is not None for t in targets)
+    return _at_k(np.array(ranks, np.int64), n, ks)

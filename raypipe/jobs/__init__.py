@@ -1,0 +1,1 @@
+"""The Ray edge: Ray Data stages, Ray tasks and actors around the plain modules in raypipe/."""

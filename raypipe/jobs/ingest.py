@@ -1,0 +1,113 @@
+"""Ray Data stages: read fragments -> clean -> per-user sequences."""
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data.expressions import col
+
+from raypipe import clean, sources
+from raypipe.config import SequenceConfig, SourceConfig
+from raypipe.jobs.runtime import fetch, resources, to_table
+from raypipe.schema import REASON
+from raypipe.sequences import build_sequences, holdout_last
+
+EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event_type", "_file", "_row"]
+
+
+def _fragments(frags: list[sources.Fragment]):
+    return ray.data.from_items([dataclasses.asdict(f) for f in frags],
+                               override_num_blocks=len(frags))
+
+
+def _read_items(batch: pa.Table, mapping, text_columns) -> pa.Table:
+    return pa.concat_tables([sources.read_items(sources.Fragment(**f), mapping, text_columns)
+                             for f in batch.to_pylist()])
+
+
+def _read_events(batch: pa.Table, mapping, kind) -> pa.Table:
+    return pa.concat_tables([sources.read_events(sources.Fragment(**f), mapping, kind)
+                             for f in batch.to_pylist()])
+
+
+def _tag(batch: pa.Table, known_items, strict: bool) -> pa.Table:
+    tagged = clean.tag_events(batch, fetch(known_items[0]))
+    if strict:
+        clean.raise_first_bad(tagged)
+    return tagged
+
+
+def _dedup(batch: pa.Table, strict: bool) -> pa.Table:
+    tagged = clean.mark_duplicates(batch)
+    if strict:
+        clean.raise_first_bad(tagged)
+    return tagged
+
+
+def read_items(cfg: SourceConfig, strict: bool) -> tuple[pa.Table, pa.Table, dict]:
+    """Catalogue -> (items (item_id, text) sorted by id, quarantined rows, row counts)."""
+    mapping = sources.column_mapping(cfg)
+    ds = _fragments(sources.plan_items(cfg)).map_batches(
+        _read_items, batch_size=1, batch_format="pyarrow",
+        fn_kwargs={"mapping": mapping, "text_columns": cfg.text_columns})
+    raw = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+    tagged = clean.clean_items(raw)
+    if strict:
+        clean.raise_first_bad(tagged, "items")
+    items = clean.kept_rows(tagged, ["item_id", "text"]).sort_by("item_id")
+    return items, clean.quarantine_rows(tagged, "items"), _counts(tagged)
+
+
+def _counts(tagged: pa.Table) -> dict:
+    reasons = clean.count_reasons(tagged[REASON].combine_chunks())
+    quarantined = sum(reasons.values())
+    return {"read": tagged.num_rows, "kept": tagged.num_rows - quarantined,
+            "quarantined": quarantined, "reasons": reasons}
+
+
+def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions: int):
+    """Event logs -> (kept events dataset, quarantined rows dataset, row counts).
+    Exact duplicates are found after partitioning by user, so all of a user's rows meet."""
+    mapping = sources.column_mapping(cfg)
+    frags = sources.plan_events(cfg)
+    sources.check_columns(frags[0], mapping)
+    known = [ray.put(item_ids)]
+    tagged = (_fragments(frags)
+              .map_batches(_read_events, batch_size=1, batch_format="pyarrow",
+                           fn_kwargs={"mapping": mapping, "kind": cfg.kind})
+              .map_batches(_tag, batch_format="pyarrow",
+                           fn_kwargs={"known_items": known, "strict": strict})
+              .repartition(partitions, keys=["user_id"])
+              .map_batches(_dedup, batch_size=None, batch_format="pyarrow",
+                           fn_kwargs={"strict": strict})
+              .materialize())
+    reasons = to_table(tagged.select_columns([REASON]))[REASON].combine_chunks()
+    counts = _counts(pa.table({REASON: reasons}))
+    kept = tagged.filter(expr=col(REASON).is_null()).select_columns(EVENT_COLUMNS)
+    bad = tagged.filter(expr=col(REASON).is_not_null()).map_batches(
+        clean.quarantine_rows, batch_format="pyarrow", fn_kwargs={"table": "events"})
+    return kept, bad, counts
+
+
+def _sequences(batch: pa.Table, cfg: SequenceConfig, holdout: bool) -> pa.Table:
+    seqs = build_sequences(batch, cfg)
+    return holdout_last(seqs) if holdout else seqs
+
+
+def build_user_sequences(events, cfg: SequenceConfig, holdout: bool, partitions: int):
+    """Kept events -> one row per user (materialized), users too short included, flagged."""
+    return (events.repartition(partitions, keys=["user_id"])
+            .map_batches(_sequences, batch_size=None, batch_format="pyarrow",
+                         fn_kwargs={"cfg": cfg, "holdout": holdout})
+            .materialize())
+
+
+def default_partitions(cfg: SequenceConfig) -> int:
+    return cfg.num_partitions or max(2, 2 * resources()[0])
+
+
+def count_true(ds, column: str) -> int:
+    col = to_table(ds.select_columns([column]))[column]
+    return int(pc.sum(col).as_py() or 0)

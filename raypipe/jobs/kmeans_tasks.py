@@ -1,0 +1,51 @@
+"""K-means shards kept in Ray's object store; each question is answered by Ray tasks.
+
+Only centroids (k x d) go out and partial sums, counts and inertia come back each iteration.
+Tasks are pure functions of (shard, centroids), so Ray's retries are safe.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from raypipe.kmeans import shard_sample
+from raypipe.vectors import to_numpy
+
+
+@ray.remote(max_retries=3)
+def _apply(fn, shard, *args):
+    return fn(shard, *args)
+
+
+@ray.remote(max_retries=3)
+def _to_matrix(block: pa.Table, column: str) -> np.ndarray:
+    return to_numpy(block[column])
+
+
+class RayShards:
+    """Same interface as `kmeans.LocalShards`, over object-store references."""
+
+    def __init__(self, refs: list, sizes: list[int], dim: int):
+        self.refs, self.sizes, self.dim = refs, sizes, dim
+
+    @classmethod
+    def from_arrays(cls, arrays: list[np.ndarray]) -> "RayShards":
+        arrays = [np.ascontiguousarray(a, np.float32) for a in arrays]
+        return cls([ray.put(a) for a in arrays], [len(a) for a in arrays], arrays[0].shape[1])
+
+    @classmethod
+    def from_dataset(cls, ds, column: str = "vector") -> "RayShards":
+        """One shard per block of a (materialized) dataset, in block order."""
+        refs = [_to_matrix.remote(b, column) for b in ds.to_arrow_refs()]
+        shapes = ray.get([_apply.remote(np.shape, r) for r in refs])
+        keep = [i for i, s in enumerate(shapes) if s[0] > 0]
+        return cls([refs[i] for i in keep], [shapes[i][0] for i in keep], shapes[keep[0]][1])
+
+    def map(self, fn, *args) -> list:
+        args = [ray.put(a) if isinstance(a, np.ndarray) else a for a in args]
+        return ray.get([_apply.remote(fn, r, *args) for r in self.refs])
+
+    def sample(self, sizes: list[int], seeds) -> list[np.ndarray]:
+        return ray.get([_apply.remote(shard_sample, r, int(n), int(s))
+                        for r, n, s in zip(self.refs, sizes, seeds)])

@@ -1,0 +1,71 @@
+"""Starting or joining Ray, and what the cluster offers."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import ray
+
+log = logging.getLogger(__name__)
+_CACHE: dict = {}
+
+
+def start(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` ('auto' for the one this node belongs to), else start a
+    local Ray with `num_cpus` CPUs (default: all)."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    ctx.print_on_execution_start = False
+    log.info("ray: %s CPUs, %s GPUs", *resources())
+
+
+def resources() -> tuple[int, int]:
+    """(CPUs, GPUs) of the whole cluster."""
+    res = ray.cluster_resources()
+    return int(res.get("CPU", 0)), int(res.get("GPU", 0))
+
+
+def fetch(ref):
+    """ray.get with a per-process cache, for read-only objects many batches share
+    (item vectors, centroids): one copy per worker process, not one per batch."""
+    key = ref.hex()
+    if key not in _CACHE:
+        if len(_CACHE) > 16:
+            _CACHE.clear()
+        _CACHE[key] = ray.get(ref)
+    return _CACHE[key]
+
+
+def cached(key: str, build):
+    """Per-process cache of objects built from fetched ones (a faiss index, say)."""
+    if key not in _CACHE:
+        _CACHE[key] = build()
+    return _CACHE[key]
+
+
+def unwrap(exc: BaseException, kind: type) -> BaseException | None:
+    """Find an exception of `kind` raised inside a Ray task, through Ray's wrappers."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, kind):
+            return exc
+        nxt = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+        exc = nxt
+    return None
+
+
+def to_table(ds) -> "pa.Table":
+    """A (small) dataset -> one Arrow table on the driver."""
+    import pyarrow as pa
+    tables = ray.get(ds.to_arrow_refs())
+    tables = [t for t in tables if t.num_rows] or tables[:1]
+    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})

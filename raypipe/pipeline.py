@@ -1,0 +1,168 @@
+"""The batch job, stage by stage: logs -> clean events -> sequences -> embeddings -> segments
+-> profiles -> recommendations -> metrics. Each stage writes its table before the next starts;
+the output folder appears only when every stage has finished (artifacts.py)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from raypipe import __version__, synthetic
+from raypipe.artifacts import ArtifactWriter
+from raypipe.config import PipelineConfig, SourceConfig
+from raypipe.evaluate import metrics_from_recs, most_popular
+from raypipe.jobs import ingest, runtime
+from raypipe.jobs.embedding import embed_texts
+from raypipe.jobs.segments import SegmentModel, fit_segments, profile_users, recommend_users
+from raypipe.jobs.users import Catalogue, user_vectors
+from raypipe.kmeans import shard_predict
+from raypipe.profiles import summarize_segments
+from raypipe.recommend import segment_rankings
+from raypipe.schema import QUARANTINE
+from raypipe.vectors import to_arrow, to_numpy
+
+log = logging.getLogger("raypipe")
+
+
+class Timings(dict):
+    @contextmanager
+    def __call__(self, stage: str):
+        log.info("stage %s: started", stage)
+        start = time.perf_counter()
+        yield
+        self[stage] = round(time.perf_counter() - start, 2)
+        log.info("stage %s: done in %.1f s", stage, self[stage])
+
+
+def prepare_source(cfg: PipelineConfig) -> PipelineConfig:
+    """The synthetic default: generate a log once per setting, then read it as `events`."""
+    if cfg.source.kind != "synthetic":
+        return cfg
+    key = hashlib.sha256(repr(cfg.synthetic).encode()).hexdigest()[:10]
+    folder = os.path.join(cfg.synthetic_dir, f"synthetic-{key}")
+    paths = {k: os.path.join(folder, f"{k}.parquet") for k in ("events", "items", "users")}
+    if not all(os.path.exists(p) for p in paths.values()):
+        log.info("generating synthetic log into %s", folder)
+        paths = synthetic.generate(cfg.synthetic, folder)
+    source = SourceConfig(kind="events", input=paths["events"], items=paths["items"])
+    return dataclasses.replace(cfg, source=source)
+
+
+def embed_items(items: pa.Table, cfg) -> np.ndarray:
+    """Catalogue (sorted by item_id) -> (n_items, d) vectors in the same order."""
+    out = embed_texts(ray.data.from_arrow(items.select(["item_id", "text"])), "text", cfg)
+    table = pa.concat_tables(ray.get(out.to_arrow_refs())).sort_by("item_id")
+    assert table["item_id"].equals(items["item_id"]), "embedding lost or duplicated items"
+    return to_numpy(table["vector"])
+
+
+def run(cfg: PipelineConfig) -> dict:
+    """Run every stage; return the manifest of the written artifacts."""
+    runtime.start(cfg.address, cfg.num_cpus)
+    requested = cfg
+    cfg = prepare_source(cfg)
+    out, t = ArtifactWriter(cfg.output), Timings()
+    holdout = cfg.eval.holdout == "last"
+    parts = ingest.default_partitions(cfg.sequences)
+    try:
+        with t("items"):
+            items, item_bad, item_rows = ingest.read_items(cfg.source, cfg.clean.strict)
+        with t("clean"):
+            events, event_bad, rows = ingest.read_events(
+                cfg.source, items["item_id"], cfg.clean.strict, parts)
+            quarantine = event_bad.union(ray.data.from_arrow(item_bad))
+            out.dataset("quarantine", quarantine, QUARANTINE)
+        with t("sequences"):
+            seqs = ingest.build_user_sequences(events, cfg.sequences, holdout, parts)
+            out.dataset("sequences", seqs)
+        with t("item_embeddings"):
+            item_vectors = embed_items(items, cfg.embed)
+            out.table("item_embeddings", pa.table({"item_id": items["item_id"],
+                                                   "vector": to_arrow(item_vectors)}))
+        catalogue = Catalogue(items["item_id"].to_pylist(), items["text"].to_pylist(),
+                              item_vectors)
+        catalogue_ref = [ray.put(catalogue)]
+        with t("user_embeddings"):
+            users = user_vectors(seqs, catalogue, cfg)
+            out.dataset("user_embeddings", users.select_columns(["user_id", "vector"]))
+        with t("segments"):
+            km = fit_segments(users, cfg.kmeans)
+            item_segment = shard_predict(item_vectors, km.cluster_centers_)
+            out.table("centroids", pa.table({
+                "segment": pa.array(range(len(km.cluster_centers_)), pa.int32()),
+                "vector": to_arrow(km.cluster_centers_)}))
+        with t("profiles"):
+            model = SegmentModel(km.cluster_centers_, item_segment, cfg)
+            profiles, model_ref, mass = profile_users(users, catalogue_ref, model)
+            out.dataset("profiles", profiles)
+            sizes = np.bincount(km.labels_, minlength=cfg.kmeans.n_clusters)
+            out.table("segments", summarize_segments(
+                sizes, mass, catalogue.item_ids, catalogue.texts,
+                cfg.profiles.top_items, cfg.profiles.top_terms))
+            out.table("items", items.append_column("segment", pa.array(item_segment, pa.int32())))
+        with t("recommendations"):
+            rankings = segment_rankings(mass, cfg.kmeans.n_clusters, depth=1000)
+            out.dataset("recommendations",
+                        recommend_users(users, catalogue_ref, model_ref, rankings))
+        metrics = {}
+        if holdout:
+            with t("evaluate"):
+                metrics = evaluate(out, users, cfg)
+            out.json("metrics.json", metrics)
+        manifest = build_manifest(requested, cfg, rows, item_rows, seqs, users, km, t, metrics,
+                                  out.tables)
+        out.json("manifest.json", manifest)
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    return manifest
+
+
+def evaluate(out: ArtifactWriter, users, cfg: PipelineConfig) -> dict:
+    """Leave-one-out metrics recomputed from the written recommendations, plus most-popular."""
+    u = runtime.to_table(
+        users.select_columns(["user_id", "item_ids", "event_types", "target_item"]))
+    metrics = metrics_from_recs(out.read("recommendations"), u.select(["user_id", "target_item"]),
+                                cfg.eval.ks)
+    histories = u["item_ids"].to_pylist()
+    exclude = [{i for i, e in zip(h, t) if e == "purchase"} if cfg.recommend.exclude_purchased
+               else set() for h, t in zip(histories, u["event_types"].to_pylist())]
+    metrics["most_popular"] = most_popular(histories, u["target_item"].to_pylist(), exclude,
+                                           cfg.eval.ks)
+    return {"protocol": "leave-one-out: last item = test, second last = validation; full "
+                        "ranking over all items; purchased history items excluded"
+                        if cfg.recommend.exclude_purchased else
+                        "leave-one-out; full ranking over all items; history not excluded",
+            "strategies": metrics}
+
+
+def build_manifest(requested, cfg, rows, item_rows, seqs, users, km, timings, metrics,
+                   tables) -> dict:
+    import faiss
+    import torch
+    import transformers
+    n_users = seqs.count()
+    return {
+        "raypipe_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": requested.to_dict(), "config_hash": requested.hash(),
+        "source": dataclasses.asdict(cfg.source),
+        "versions": {"ray": ray.__version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__, "faiss": faiss.__version__,
+                     "pyarrow": pa.__version__, "numpy": np.__version__},
+        "cluster": dict(zip(("cpus", "gpus"), runtime.resources())),
+        "rows": rows, "item_rows": item_rows,
+        "users": {"with_events": n_users, "profiled": users.count(),
+                  "too_short": n_users - users.count()},
+        "kmeans": {"n_clusters": int(km.n_clusters), "inertia": float(km.inertia_),
+                   "n_iter": int(km.n_iter_)},
+        "seconds": dict(timings), "metrics": metrics, "tables": tables,
+    }

@@ -1,0 +1,111 @@
+"""User vectors + centroids -> user profiles and segment summaries. Knows nothing about Ray.
+
+A profile: nearest segment, distance, confidence (margin between the two nearest centroids),
+the top interest segments with weights (from the segments of the items in the history, each
+item weighted as in pooling) and event counts. A segment: size, most frequent items and its
+distinctive terms (class-based TF-IDF over its users' item texts, as BERTopic does).
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+
+from raypipe.kmeans import assign
+
+STOPWORDS = frozenset("""a an and are as at be by for from has in is it its of on or the to with
+    x oz pcs pack set size new inch ml fl g lb cm mm""".split())
+
+
+def nearest_segments(vectors: np.ndarray, centroids: np.ndarray):
+    """(n, d) -> segment (n,), distance (n,), confidence (n,) in [0, 1]:
+    1 - d1/d2 with d1, d2 the distances to the nearest two centroids."""
+    k = min(2, len(centroids))
+    d2, labels = assign(vectors, centroids, k)
+    dist = np.sqrt(d2)
+    if k == 1:
+        return labels[:, 0], dist[:, 0], np.ones(len(vectors), np.float32)
+    conf = 1.0 - dist[:, 0] / np.maximum(dist[:, 1], 1e-12)
+    return labels[:, 0], dist[:, 0], conf.astype(np.float32)
+
+
+def interests(item_index: list[np.ndarray], weights: list[np.ndarray], item_segment: np.ndarray,
+              n_segments: int, top: int) -> tuple[list, list]:
+    """Per user -> (top segments, their weights summing to 1 over all segments)."""
+    segs, ws = [], []
+    for idx, w in zip(item_index, weights):
+        mass = np.bincount(item_segment[idx], weights=w, minlength=n_segments)
+        total = mass.sum()
+        order = np.argsort(-mass, kind="stable")[:top]
+        order = order[mass[order] > 0]
+        segs.append(order.tolist())
+        ws.append((mass[order] / total).round(6).tolist() if total > 0 else [])
+    return segs, ws
+
+
+def segment_item_mass(segments: np.ndarray, item_index: list[np.ndarray],
+                      weights: list[np.ndarray]) -> pa.Table:
+    """(segment, item_row, weight, users) summed over this batch of users."""
+    if not item_index:
+        return pa.table({"segment": pa.array([], pa.int32()), "item_row": pa.array([], pa.int64()),
+                         "weight": pa.array([], pa.float64())})
+    lengths = [len(ix) for ix in item_index]
+    seg = np.repeat(segments, lengths).astype(np.int64)
+    item = np.concatenate(item_index).astype(np.int64) if sum(lengths) else np.zeros(0, np.int64)
+    w = np.concatenate(weights) if sum(lengths) else np.zeros(0)
+    key = seg * (item.max(initial=0) + 1) + item
+    uniq, inv = np.unique(key, return_inverse=True)
+    total = np.bincount(inv, weights=w)
+    first = np.zeros(len(uniq), np.int64)
+    first[inv] = np.arange(len(inv))
+    return pa.table({"segment": pa.array(seg[first], pa.int32()),
+                     "item_row": pa.array(item[first], pa.int64()),
+                     "weight": pa.array(total, pa.float64())})
+
+
+def tokenize(text: str) -> list[str]:
+    return [t for t in re.findall(r"[a-z][a-z0-9\-]+", text.lower()) if t not in STOPWORDS]
+
+
+def distinctive_terms(mass: dict[int, dict[int, float]], item_texts: list[str],
+                      top: int, max_items: int = 5000) -> dict[int, list[str]]:
+    """c-TF-IDF: per segment, terms frequent in its items and rare in other segments.
+    mass: segment -> {item_row: weight}."""
+    tf: dict[int, Counter] = {}
+    for seg, items in mass.items():
+        counts = Counter()
+        for row, w in sorted(items.items(), key=lambda kv: -kv[1])[:max_items]:
+            for term in tokenize(item_texts[row] or ""):
+                counts[term] += w
+        tf[seg] = counts
+    overall = Counter()
+    for counts in tf.values():
+        overall.update(counts)
+    avg = np.mean([sum(c.values()) for c in tf.values()]) if tf else 0.0
+    out = {}
+    for seg, counts in tf.items():
+        total = sum(counts.values()) or 1.0
+        score = {t: (f / total) * math.log(1 + avg / overall[t]) for t, f in counts.items()}
+        out[seg] = [t for t, _ in sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+    return out
+
+
+def summarize_segments(sizes: np.ndarray, mass: pa.Table, item_ids: list[str],
+                       item_texts: list[str], top_items: int, top_terms: int) -> pa.Table:
+    """Segment sizes + (segment, item_row, weight) totals -> one row per segment."""
+    by_seg: dict[int, dict[int, float]] = {s: {} for s in range(len(sizes))}
+    for s, r, w in zip(*(mass[c].to_numpy() for c in ("segment", "item_row", "weight"))):
+        by_seg[int(s)][int(r)] = float(w)
+    terms = distinctive_terms(by_seg, item_texts, top_terms)
+    rows = []
+    for s in range(len(sizes)):
+        ranked = sorted(by_seg[s].items(), key=lambda kv: (-kv[1], kv[0]))[:top_items]
+        rows.append({"segment": s, "size": int(sizes[s]),
+                     "name": " / ".join(terms.get(s, [])[:3]),
+                     "top_terms": terms.get(s, []),
+                     "top_items": [item_ids[r] for r, _ in ranked],
+                     "top_item_texts": [item_texts[r] for r, _ in ranked]})
+    return pa.Table.from_pylist(rows)

@@ -1,0 +1,28 @@
+"""Canonical column names and types shared by every stage."""
+import pyarrow as pa
+
+EVENT_TYPES = ("view", "click", "cart", "purchase")
+DEFAULT_EVENT_TYPE = "purchase"
+
+# Columns every event source must provide (after column mapping); the rest are optional.
+REQUIRED_EVENT_COLUMNS = ("user_id", "item_id", "timestamp")
+OPTIONAL_EVENT_COLUMNS = ("event_type", "price", "quantity")
+# Provenance added by the readers so every row can be traced back to its file and row.
+FILE, ROW, REASON = "_file", "_row", "_reason"
+
+CLEAN_EVENTS = pa.schema([
+    ("user_id", pa.string()),
+    ("item_id", pa.string()),
+    ("timestamp", pa.int64()),      # epoch seconds
+    ("event_type", pa.string()),
+])
+
+QUARANTINE = pa.schema([
+    ("table", pa.string()),         # events | items
+    ("reason", pa.string()),
+    (FILE, pa.string()),
+    (ROW, pa.int64()),
+    ("record", pa.string()),        # the offending row as JSON, as read
+])
+
+ITEMS = pa.schema([("item_id", pa.string()), ("text", pa.string())])

@@ -1,0 +1,26 @@
+"""The summary table printed at the end of a run, from its manifest."""
+from __future__ import annotations
+
+
+def render(m: dict) -> str:
+    rows, users = m["rows"], m["users"]
+    lines = [f"raypipe {m['raypipe_version']} -> {m['config']['output']}",
+             f"rows       read {rows['read']:,}  kept {rows['kept']:,}  "
+             f"quarantined {rows['quarantined']:,}",
+             *[f"           - {reason}: {n:,}" for reason, n in rows["reasons"].items()],
+             f"items      read {m['item_rows']['read']:,}  kept {m['item_rows']['kept']:,}",
+             f"users      {users['profiled']:,} profiled ({users['too_short']:,} too short)",
+             f"segments   {m['kmeans']['n_clusters']} (inertia {m['kmeans']['inertia']:.2f}, "
+             f"{m['kmeans']['n_iter']} iterations)"]
+    strategies = (m.get("metrics") or {}).get("strategies", {})
+    if strategies:
+        ks = sorted({int(k.split("@")[1]) for s in strategies.values() for k in s if "@" in k})
+        head = "".join(f"{f'Recall@{k}':>11}{f'NDCG@{k}':>10}" for k in ks)
+        lines.append(f"metrics    {'strategy':<14}{head}")
+        for name, s in strategies.items():
+            vals = "".join(f"{s[f'recall@{k}']:>11.4f}{s[f'ndcg@{k}']:>10.4f}" for k in ks)
+            lines.append(f"           {name:<14}{vals}")
+    secs = m["seconds"]
+    lines.append("seconds    " + "  ".join(f"{k} {v:.1f}" for k, v in secs.items()) +
+                 f"  | total {sum(secs.values()):.1f}")
+    return "\n".join(lines)
