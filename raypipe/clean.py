@@ -25,6 +25,9 @@ REASON_COLUMN = {
 }
 
 
+RAW_TIMESTAMP = "_timestamp_raw"
+
+
 class BadRowError(ValueError):
     """Raised in strict mode at the first bad row."""
 
@@ -73,7 +76,8 @@ def tag_events(raw: pa.Table, known_items: set | None = None) -> pa.Table:
         item_ok = pc.is_in(raw["item_id"], pa.array(list(known_items), pa.string())) \
             if not isinstance(known_items, pa.Array) else pc.is_in(raw["item_id"], known_items)
         checks.append(("item_without_text", pc.invert(item_ok)))
-    out = raw.set_column(raw.schema.get_field_index("timestamp"), "timestamp", ts)
+    # The raw timestamp stays beside the parsed one, so quarantined rows keep what was read.
+    out = raw.rename_columns({"timestamp": RAW_TIMESTAMP}).append_column("timestamp", ts)
     out = out.set_column(out.schema.get_field_index("event_type"), "event_type", etype)
     return out.append_column(REASON, _first_reason(checks, n))
 
@@ -103,9 +107,13 @@ def raise_first_bad(tagged: pa.Table, table: str = "events") -> None:
 
 
 def quarantine_rows(tagged: pa.Table, table: str) -> pa.Table:
-    """Rows with a reason -> the quarantine schema, each row kept whole as JSON."""
+    """Rows with a reason -> the quarantine schema, each row kept whole as JSON, as read."""
     bad = tagged.filter(pc.is_valid(tagged[REASON]))
-    payload = bad.drop_columns([c for c in (FILE, ROW, REASON) if c in bad.column_names])
+    payload = bad.drop_columns([FILE, ROW, REASON])
+    if RAW_TIMESTAMP in payload.column_names:
+        payload = payload.drop_columns(["timestamp"])
+        payload = payload.rename_columns(
+            ["timestamp" if c == RAW_TIMESTAMP else c for c in payload.column_names])
     records = [json.dumps(r, default=str) for r in payload.to_pylist()]
     return pa.table({"table": pa.array([table] * bad.num_rows, pa.string()),
                      "reason": bad[REASON], FILE: bad[FILE], ROW: bad[ROW],

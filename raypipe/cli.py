@@ -67,6 +67,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    # Stage progress comes from raypipe's own log lines; these are chatter at INFO.
+    for name in ("faiss.loader", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         if args.command == "generate":
             return _generate(args)

@@ -130,13 +130,20 @@ class RecommendConfig:
     strategies: tuple = STRATEGIES
     exclude_purchased: bool = True
     blend_weight: float = 0.7  # share of the vector score in `blend`; the rest is segment
+    # `vector` queries with the user's recent intent: pooled item vectors with this recency
+    # half-life (in events), much shorter than user.half_life, which shapes the long-term
+    # vector used for segments. On amazon-beauty, half-life 1 gives Recall@10 0.057, 10 gives
+    # 0.039 (docs/results.md). Ignored for user_repr=text, which queries with its own vector.
+    query_half_life: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "strategies", tuple(self.strategies))
         bad = set(self.strategies) - set(STRATEGIES)
-        if bad or self.k < 1 or not 0.0 <= self.blend_weight <= 1.0:
+        if bad or self.k < 1 or not 0.0 <= self.blend_weight <= 1.0 or \
+                self.query_half_life <= 0:
             raise ValueError(f"recommend: strategies={self.strategies} (allowed {STRATEGIES}), "
-                             f"k={self.k} >= 1, blend_weight={self.blend_weight} in [0, 1]")
+                             f"k={self.k} >= 1, blend_weight={self.blend_weight} in [0, 1], "
+                             f"query_half_life={self.query_half_life} > 0")
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,13 @@ def shard_stats(x: np.ndarray, centroids: np.ndarray):
     k = centroids.shape[0]
     d2, labels = assign(x, centroids)
     labels = labels[:, 0]
+    counts = np.bincount(labels, minlength=k)
     sums = np.zeros((k, x.shape[1]), np.float64)
-    np.add.at(sums, labels, x)
-    return sums, np.bincount(labels, minlength=k), float(d2.sum())
+    order = np.argsort(labels, kind="stable")
+    present = np.flatnonzero(counts)
+    starts = np.r_[0, np.cumsum(counts[present])[:-1]]
+    sums[present] = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+    return sums, counts, float(d2.sum())
 
 
 def shard_predict(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:

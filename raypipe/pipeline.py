@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
@@ -116,8 +117,9 @@ def run(cfg: PipelineConfig) -> dict:
             with t("evaluate"):
                 metrics = evaluate(out, users, cfg)
             out.json("metrics.json", metrics)
-        manifest = build_manifest(requested, cfg, rows, item_rows, seqs, users, km, t, metrics,
-                                  out.tables)
+        manifest = json.loads(json.dumps(build_manifest(
+            requested, cfg, rows, item_rows, seqs, users, km, t, metrics, out.tables),
+            default=str))                  # exactly what the file will hold
         out.json("manifest.json", manifest)
         out.commit()
     except BaseException:

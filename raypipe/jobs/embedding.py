@@ -3,6 +3,7 @@ GPUs, CPU actors with `cpus_per_actor` torch threads otherwise."""
 from __future__ import annotations
 
 import pyarrow as pa
+import ray
 
 from raypipe.config import EmbedConfig
 from raypipe.jobs.runtime import resources
@@ -30,11 +31,11 @@ def pool_args(cfg: EmbedConfig) -> dict:
     cpus, gpus = resources()
     if gpus and cfg.device != "cpu":
         n = gpus if not cfg.max_actors else min(gpus, cfg.max_actors)
-        return {"concurrency": n, "num_gpus": 1, "threads": 0}
+        return {"compute": ray.data.ActorPoolStrategy(size=n), "num_gpus": 1, "threads": 0}
     per = max(1, min(cfg.cpus_per_actor, cpus))
     n = max(1, cpus // per)
     n = min(n, cfg.max_actors) if cfg.max_actors else n
-    return {"concurrency": n, "num_cpus": per, "threads": per}
+    return {"compute": ray.data.ActorPoolStrategy(size=n), "num_cpus": per, "threads": per}
 
 
 def embed_texts(ds, text_column: str, cfg: EmbedConfig, max_length: int | None = None):

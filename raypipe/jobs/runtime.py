@@ -52,14 +52,18 @@ def cached(key: str, build):
 
 
 def unwrap(exc: BaseException, kind: type) -> BaseException | None:
-    """Find an exception of `kind` raised inside a Ray task, through Ray's wrappers."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, kind):
-            return exc
-        nxt = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
-        exc = nxt
+    """Find an exception of `kind` raised inside a Ray task, through Ray's wrappers. Ray Data
+    keeps only the text of a user error, so the last resort is its 'module.Kind: message'."""
+    seen, cur = set(), exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, kind):
+            return cur
+        cur = getattr(cur, "cause", None) or cur.__cause__ or cur.__context__
+    name = f"{kind.__module__}.{kind.__qualname__}: "
+    for line in str(exc).splitlines():
+        if line.startswith(name):
+            return kind(line[len(name):])
     return None
 
 

@@ -2,6 +2,8 @@
 recommendations, each a map over the user dataset around a plain function or class."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import ray
@@ -13,7 +15,7 @@ from raypipe.kmeans import KMeans
 from raypipe.profiles import interests, nearest_segments, segment_item_mass
 from raypipe.recommend import Recommender
 from raypipe.schema import EVENT_TYPES
-from raypipe.users import history_rows, history_weights
+from raypipe.users import history_rows, history_weights, pool
 from raypipe.vectors import to_numpy
 
 
@@ -65,6 +67,10 @@ def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
     vectors = to_numpy(batch["vector"])
     seg, _, _ = nearest_segments(vectors, m.centroids)
     idx = history_rows(batch["item_ids"], cat.index())
+    if m.cfg.user_repr == "pooled":
+        recent = dataclasses.replace(m.cfg.user, half_life=m.cfg.recommend.query_half_life)
+        vectors = pool(idx, history_weights(batch["event_types"].to_pylist(), recent),
+                       cat.vectors)
     if m.cfg.recommend.exclude_purchased:
         exclude = [set(rows[np.asarray(t) == "purchase"].tolist()) for rows, t in
                    zip(idx, batch["event_types"].to_pylist())]

@@ -1,0 +1,59 @@
+import pytest
+
+from raypipe.config import PipelineConfig, SourceConfig, apply_overrides, load_config
+
+
+def test_defaults_are_valid_and_hash_is_stable():
+    assert PipelineConfig().hash() == PipelineConfig().hash()
+    assert PipelineConfig().user_repr == "pooled"
+
+
+def test_dotted_overrides_parse_values_as_yaml():
+    cfg = load_config(None, ["kmeans.n_clusters=5", "user_repr=text", "clean.strict=true",
+                             "recommend.strategies=[vector]"])
+    assert cfg.kmeans.n_clusters == 5 and cfg.user_repr == "text" and cfg.clean.strict
+    assert cfg.recommend.strategies == ("vector",)
+    assert cfg.hash() != PipelineConfig().hash()
+
+
+def test_output_location_does_not_change_the_hash():
+    assert load_config(None, ["output=/elsewhere"]).hash() == PipelineConfig().hash()
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kmeans:\n  n_clusters: 4\n  seed: 3\nsequences:\n  max_length: 7\n")
+    cfg = load_config(str(path), ["kmeans.n_clusters=6"])
+    assert (cfg.kmeans.n_clusters, cfg.kmeans.seed, cfg.sequences.max_length) == (6, 3, 7)
+
+
+def test_column_mapping_override_merges_into_dict():
+    cfg = apply_overrides(PipelineConfig(), ["source.columns.user_id=customer"])
+    assert cfg.source.columns == {"user_id": "customer"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("kmeans.n_clusters=0", "n_clusters=0"),
+    ("kmeans.nope=1", "unknown config key 'nope'"),
+    ("user_repr=magic", "user_repr='magic'"),
+    ("recommend.blend_weight=2", "blend_weight=2"),
+    ("eval.holdout=first", "eval.holdout='first'"),
+    ("no_equals_sign", "key=value"),
+])
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_unknown_yaml_keys_are_named(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kmeans:\n  clusters: 4\n")
+    with pytest.raises(ValueError, match="clusters"):
+        load_config(str(path))
+
+
+def test_source_needs_its_inputs():
+    with pytest.raises(ValueError, match="needs an input"):
+        SourceConfig(kind="amazon-p5")
+    with pytest.raises(ValueError, match="item catalogue"):
+        SourceConfig(kind="events", input="x.parquet")

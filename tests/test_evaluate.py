@@ -1,0 +1,27 @@
+import math
+
+import pyarrow as pa
+import pytest
+
+from raypipe.evaluate import metrics_from_recs, most_popular
+
+
+def test_metrics_from_rows_hand_computed():
+    recs = pa.table({"user_id": ["u1", "u1", "u2", "u2", "u1"], "rank": [1, 2, 1, 2, 1],
+                     "item_id": ["a", "t1", "b", "c", "t1"],
+                     "strategy": ["vector", "vector", "vector", "vector", "segment"]})
+    targets = pa.table({"user_id": ["u1", "u2", "u3", "u4"],
+                        "target_item": ["t1", "t2", "t3", None]})
+    m = metrics_from_recs(recs, targets, ks=(1, 2))
+    assert m["vector"]["users"] == 3                      # u4 has no target
+    assert m["vector"]["recall@1"] == 0 and m["vector"]["recall@2"] == pytest.approx(1 / 3)
+    assert m["vector"]["ndcg@2"] == pytest.approx((1 / math.log2(3)) / 3, abs=1e-6)
+    assert m["segment"]["recall@1"] == pytest.approx(1 / 3)
+    assert m["segment"]["ndcg@1"] == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_most_popular_excludes_each_users_items():
+    histories = [["a", "a", "b"], ["a", "c"], ["b"]]
+    m = most_popular(histories, ["a", "b", None], [{"a"}, set(), set()], ks=(1,))
+    # ranking a(3), b(2), c(1); user 1 has a excluded -> top1 b; user 2 top1 a
+    assert m["users"] == 2 and m["recall@1"] == 0.0

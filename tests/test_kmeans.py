@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from raypipe.kmeans import KMeans, LocalShards, split_empty, update
+
+FOUR = np.array([[0, 0], [0, 2], [10, 0], [10, 2]], np.float32)
+
+
+def test_four_points_known_centres_and_inertia():
+    km = KMeans(2, random_state=0).fit(FOUR)
+    centres = sorted(map(tuple, km.cluster_centers_.round(6)))
+    assert centres == [(0.0, 1.0), (10.0, 1.0)]
+    assert km.inertia_ == pytest.approx(4.0)       # each point is 1 away from its centre
+    assert km.labels_[0] == km.labels_[1] != km.labels_[2] == km.labels_[3]
+    assert np.array_equal(km.predict(FOUR), km.labels_)
+
+
+def test_blobs_recovered_exactly():
+    x, y = make_blobs(3000, centers=5, n_features=8, random_state=3)
+    labels = KMeans(5, random_state=0).fit_predict(x)
+    assert adjusted_rand_score(y, labels) == 1.0
+
+
+def test_shards_in_memory_and_on_ray_give_the_same_result(ray_session):
+    from raypipe.jobs.kmeans_tasks import RayShards
+    x, _ = make_blobs(2000, centers=4, n_features=6, random_state=1)
+    parts = np.array_split(x.astype(np.float32), 5)
+    local = KMeans(4, random_state=7).fit(LocalShards(parts))
+    remote = KMeans(4, random_state=7).fit(RayShards.from_arrays(parts))
+    np.testing.assert_allclose(local.cluster_centers_, remote.cluster_centers_, rtol=1e-6)
+    assert np.array_equal(local.labels_, remote.labels_)
+    assert local.inertia_ == pytest.approx(remote.inertia_)
+
+
+def test_no_worse_than_scikit_learn_on_same_data():
+    from sklearn.cluster import KMeans as SkKMeans
+    x, _ = make_blobs(4000, centers=12, n_features=16, cluster_std=3.0, random_state=5)
+    ours = KMeans(12, random_state=0, n_init=3).fit(x).inertia_
+    theirs = SkKMeans(12, random_state=0, n_init=3).fit(x).inertia_
+    assert ours <= theirs * 1.01
+
+
+def test_empty_cluster_is_reseeded_by_splitting_the_largest():
+    sums = np.array([[4.0, 4.0], [0.0, 0.0], [1.0, 1.0]])
+    counts = np.array([4, 0, 1])
+    c = split_empty(update(sums, counts), counts, np.random.default_rng(0))
+    assert np.isfinite(c).all()
+    np.testing.assert_allclose(c[1], [1.0, 1.0], atol=1e-3)
+    assert not np.array_equal(c[0], c[1])
+
+
+def test_errors_name_the_values():
+    with pytest.raises(ValueError, match="n_samples=4 should be >= n_clusters=5"):
+        KMeans(5).fit(FOUR)
+    bad = FOUR.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="1 rows hold NaN or inf, first at row 2"):
+        KMeans(2).fit(bad)
+    with pytest.raises(ValueError, match="init shape"):
+        KMeans(2, init=np.zeros((3, 2), np.float32)).fit(FOUR)

@@ -1,0 +1,59 @@
+"""A malformed log, one file per kind of bad row: every row is accounted for."""
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from raypipe.artifacts import read_manifest
+from raypipe.cli import main
+
+HERE = os.path.join(os.path.dirname(__file__), "data", "malformed")
+SMALL = ["--set", "kmeans.n_clusters=2", "--set", "recommend.k=2", "--num-cpus", "2"]
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args, items=os.path.join(HERE, "items.csv")):
+    return main(["run", "--source", "events", "--items", items, *SMALL, *args])
+
+
+def test_quarantine_counts_per_reason(ray_session, tmp_path):
+    out = str(tmp_path / "out")
+    assert run("--input", os.path.join(HERE, "events"), "--output", out) == 0
+    rows = read_manifest(out)["rows"]
+    assert rows["reasons"] == {"duplicate_event": 2, "item_without_text": 2,
+                               "missing_item_id": 1, "missing_timestamp": 1,
+                               "missing_user_id": 1, "unknown_event_type": 1,
+                               "unparsable_timestamp": 1}
+    assert (rows["read"], rows["kept"], rows["quarantined"]) == (15, 6, 9)
+    assert read_manifest(out)["item_rows"]["reasons"] == {"missing_text": 1}
+    q = pd.read_parquet(os.path.join(out, "quarantine.parquet"))
+    assert len(q) == 10 and set(q["table"]) == {"events", "items"}
+    bad_ts = q[q.reason == "unparsable_timestamp"].iloc[0]
+    assert bad_ts["_file"].endswith("03_bad_timestamps.jsonl") and bad_ts["_row"] == 1
+    assert "next tuesday" in bad_ts["record"]
+
+
+def test_strict_stops_naming_file_row_and_column(ray_session, tmp_path, capsys):
+    folder = tmp_path / "events"
+    folder.mkdir()
+    for name in ("01_good.csv", "04_unknown_event_type.csv"):
+        shutil.copy(os.path.join(HERE, "events", name), folder / name)
+    good_items = tmp_path / "items.csv"
+    good_items.write_text("".join(open(os.path.join(HERE, "items.csv")).readlines()[:4]))
+    out = str(tmp_path / "out")
+    assert run("--input", str(folder), "--output", out, "--strict", items=str(good_items)) == 2
+    err = capsys.readouterr().err
+    assert "04_unknown_event_type.csv, row 1, column 'event_type': unknown_event_type" in err
+    assert "'wishlist'" in err
+    assert sorted(os.listdir(tmp_path)) == ["events", "items.csv"]   # nothing half-written
+
+    assert run("--input", str(folder), "--output", out, "--strict") == 2
+    assert "items.csv, row 4, column 'text': missing_text" in capsys.readouterr().err
+
+
+def test_missing_columns_fail_before_any_work(ray_session, tmp_path, capsys):
+    (tmp_path / "e.csv").write_text("customer,item_id\nu1,i1\n")
+    assert run("--input", str(tmp_path / "e.csv"), "--output", str(tmp_path / "o")) == 2
+    assert "missing required columns ['user_id', 'timestamp']" in capsys.readouterr().err

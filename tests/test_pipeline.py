@@ -1,0 +1,97 @@
+"""The whole pipeline on a small synthetic log, on a local Ray, with the real model."""
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from raypipe.artifacts import read_manifest
+from raypipe.config import PipelineConfig, SourceConfig, SyntheticConfig, apply_overrides
+from raypipe.evaluate import metrics_from_recs
+from raypipe.pipeline import run
+from raypipe.synthetic import generate
+
+pytestmark = pytest.mark.slow
+TABLES = ["items", "item_embeddings", "sequences", "user_embeddings", "centroids", "profiles",
+          "segments", "recommendations", "quarantine"]
+
+
+@pytest.fixture(scope="module")
+def result(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    paths = generate(SyntheticConfig(users=600, items=300, events=15000, segments=4, seed=1),
+                     str(root / "data"))
+    cfg = PipelineConfig(output=str(root / "out"),
+                         source=SourceConfig(kind="events", input=paths["events"],
+                                             items=paths["items"]))
+    cfg = apply_overrides(cfg, ["kmeans.n_clusters=4", "eval.holdout=last", "recommend.k=10"])
+    manifest = run(cfg)
+    return cfg.output, manifest, paths
+
+
+def table(out, name):
+    return pd.read_parquet(os.path.join(out, f"{name}.parquet"))
+
+
+def test_every_table_and_the_manifest_are_written(result):
+    out, manifest, _ = result
+    for name in TABLES:
+        assert os.path.isdir(os.path.join(out, f"{name}.parquet")), name
+    assert read_manifest(out) == manifest
+    assert set(manifest["seconds"]) >= {"clean", "sequences", "item_embeddings", "segments",
+                                        "profiles", "recommendations", "evaluate"}
+    rows = manifest["rows"]
+    assert rows["read"] == rows["kept"] + rows["quarantined"] == 15000
+
+
+def test_profiles_cover_every_user_with_valid_fields(result):
+    out, manifest, _ = result
+    profiles = table(out, "profiles")
+    assert len(profiles) == manifest["users"]["profiled"] == profiles.user_id.nunique()
+    assert profiles.segment.between(0, 3).all() and profiles.confidence.between(0, 1).all()
+    weights = profiles.interest_weights.map(lambda w: sum(w))
+    assert ((weights > 0) & (weights <= 1.0001)).all()
+    segments = table(out, "segments")
+    assert segments["size"].sum() == len(profiles)
+    assert (segments.top_terms.map(len) > 0).all()
+
+
+def test_planted_segments_are_found(result):
+    out, _, paths = result
+    truth = pd.read_parquet(paths["users"])
+    merged = table(out, "profiles").merge(truth, on="user_id")
+    assert adjusted_rand_score(merged.true_segment, merged.segment) >= 0.8
+
+
+def test_recommendations_ranked_and_purchases_excluded(result):
+    out, _, _ = result
+    recs = table(out, "recommendations")
+    assert set(recs.strategy) == {"vector", "segment", "blend"}
+    assert recs.groupby(["user_id", "strategy"]).size().max() == 10
+    first = recs[recs["rank"] == 1]
+    assert (first.groupby(["user_id", "strategy"]).size() == 1).all()
+    seqs = table(out, "sequences")
+    bought = {(u, i) for u, items, types in zip(seqs.user_id, seqs.item_ids, seqs.event_types)
+              for i, t in zip(items, types) if t == "purchase"}
+    assert not any((u, i) in bought for u, i in zip(recs.user_id, recs.item_id))
+
+
+def test_printed_metrics_equal_metrics_recomputed_from_the_files(result):
+    out, manifest, _ = result
+    recs = pa.Table.from_pandas(table(out, "recommendations"))
+    seqs = table(out, "sequences")
+    seqs = pa.Table.from_pandas(seqs[~seqs.too_short][["user_id", "target_item"]])
+    recomputed = metrics_from_recs(recs, seqs, (10, 20))
+    strategies = manifest["metrics"]["strategies"]
+    for name in ("vector", "segment", "blend"):
+        assert strategies[name] == recomputed[name]
+    assert strategies["vector"]["recall@10"] > strategies["most_popular"]["recall@10"]
+
+
+def test_vectors_are_unit_length(result):
+    out, _, _ = result
+    for name in ("item_embeddings", "user_embeddings"):
+        v = np.stack(table(out, name).vector.to_numpy())
+        np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
