@@ -59,7 +59,7 @@ def prepare_source(cfg: PipelineConfig) -> PipelineConfig:
 def embed_items(items: pa.Table, cfg) -> np.ndarray:
     """Catalogue (sorted by item_id) -> (n_items, d) vectors in the same order."""
     out = embed_texts(ray.data.from_arrow(items.select(["item_id", "text"])), "text", cfg)
-    table = pa.concat_tables(ray.get(out.to_arrow_refs())).sort_by("item_id")
+    table = runtime.collect(out, items.num_rows, "item embeddings").sort_by("item_id")
     assert table["item_id"].equals(items["item_id"]), "embedding lost or duplicated items"
     return to_numpy(table["vector"])
 
@@ -75,9 +75,13 @@ def run(cfg: PipelineConfig) -> dict:
     try:
         with t("items"):
             items, item_bad, item_rows = ingest.read_items(cfg.source, cfg.clean.strict)
+            if items.num_rows == 0:
+                raise ValueError(f"no catalogue item has an id and a text: {item_rows}")
         with t("clean"):
             events, event_bad, rows = ingest.read_events(
                 cfg.source, items["item_id"], cfg.clean.strict, parts)
+            if rows["kept"] == 0:
+                raise ValueError(f"no event survived cleaning: {rows}")
             quarantine = event_bad.union(ray.data.from_arrow(item_bad))
             out.dataset("quarantine", quarantine, QUARANTINE)
         with t("sequences"):

@@ -95,3 +95,19 @@ def test_vectors_are_unit_length(result):
     for name in ("item_embeddings", "user_embeddings"):
         v = np.stack(table(out, name).vector.to_numpy())
         np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+
+
+def test_text_user_repr_runs_through_the_same_stages(ray_session, tmp_path):
+    paths = generate(SyntheticConfig(users=60, items=40, events=900, segments=2, seed=2),
+                     str(tmp_path / "data"))
+    cfg = PipelineConfig(output=str(tmp_path / "out"),
+                         source=SourceConfig(kind="events", input=paths["events"],
+                                             items=paths["items"]))
+    cfg = apply_overrides(cfg, ["user_repr=text", "kmeans.n_clusters=2", "recommend.k=5",
+                                "sequences.max_length=8"])
+    manifest = run(cfg)
+    users = table(cfg.output, "user_embeddings")
+    assert len(users) == manifest["users"]["profiled"] == manifest["users"]["with_events"]
+    v = np.stack(users.vector.to_numpy())
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    assert table(cfg.output, "recommendations").groupby("user_id").size().max() == 15

@@ -42,6 +42,9 @@ def embed_texts(ds, text_column: str, cfg: EmbedConfig, max_length: int | None =
     """Dataset with `text_column` -> same rows (order not kept) with `vector` instead."""
     args = pool_args(cfg)
     threads = args.pop("threads")
+    # The actors may hold every CPU of a small cluster; upstream tasks still waiting for a
+    # CPU would then never run. Materializing the texts first removes that deadlock.
+    ds = ds.materialize()
     return ds.map_batches(
         EmbedActor, batch_size=cfg.batch_size * 4, batch_format="pyarrow",
         fn_constructor_kwargs={"cfg": cfg, "text_column": text_column,

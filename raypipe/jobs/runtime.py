@@ -73,3 +73,20 @@ def to_table(ds) -> "pa.Table":
     tables = ray.get(ds.to_arrow_refs())
     tables = [t for t in tables if t.num_rows] or tables[:1]
     return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def collect(ds, total: int, label: str, every_s: float = 15.0) -> "pa.Table":
+    """Stream a dataset's rows to the driver, logging progress at most every `every_s`
+    seconds (job logs have no progress bars)."""
+    import time
+
+    import pyarrow as pa
+    parts, done, last = [], 0, time.monotonic()
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        parts.append(batch)
+        done += batch.num_rows
+        if time.monotonic() - last >= every_s:
+            log.info("%s: %d/%d (%.0f%%)", label, done, total, 100.0 * done / max(total, 1))
+            last = time.monotonic()
+    log.info("%s: %d/%d", label, done, total)
+    return pa.concat_tables(parts) if parts else None

@@ -1,0 +1,43 @@
+"""Recompute leave-one-out metrics from an artifact folder's Parquet files alone (pandas, no
+raypipe code), and compare them with the metrics the run printed and wrote.
+
+    python bench/recompute_metrics.py ARTIFACTS
+
+Prints one JSON line: per strategy Recall@K and NDCG@K, and `equal_to_manifest`.
+"""
+import json
+import math
+import os
+import sys
+
+import pandas as pd
+
+
+def recompute(folder: str, ks=(10, 20)) -> dict:
+    seqs = pd.read_parquet(os.path.join(folder, "sequences.parquet"),
+                           columns=["user_id", "target_item", "too_short"])
+    users = seqs[~seqs.too_short & seqs.target_item.notna()]
+    recs = pd.read_parquet(os.path.join(folder, "recommendations.parquet"))
+    hits = recs.merge(users, on="user_id")
+    hits = hits[hits.item_id == hits.target_item]
+    out = {}
+    for strategy, group in hits.groupby("strategy"):
+        out[strategy] = {"users": len(users)}
+        for k in ks:
+            top = group[group["rank"] <= k]["rank"]
+            out[strategy][f"recall@{k}"] = round(len(top) / len(users), 6)
+            out[strategy][f"ndcg@{k}"] = round(sum(1 / math.log2(r + 1) for r in top)
+                                               / len(users), 6)
+    return out
+
+
+def main(folder: str) -> None:
+    got = recompute(folder)
+    with open(os.path.join(folder, "metrics.json")) as f:
+        written = json.load(f)["strategies"]
+    equal = all(written[s] == m for s, m in got.items())
+    print(json.dumps({"artifacts": folder, "recomputed": got, "equal_to_manifest": equal}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
