@@ -52,3 +52,17 @@ def most_popular(histories: list[list[str]], targets: list, exclude: list[set],
             ranks.append(top.index(target) + 1)
     n = sum(t is not None for t in targets)
     return _at_k(np.array(ranks, np.int64), n, ks)
+
+
+def adjusted_rand_index(a, b) -> float:
+    """Agreement of two labelings of the same items, 1.0 = identical up to renaming,
+    about 0 for random labelings (Hubert & Arabie 1985)."""
+    _, ai = np.unique(np.asarray(a), return_inverse=True)
+    _, bi = np.unique(np.asarray(b), return_inverse=True)
+    table = np.zeros((ai.max() + 1, bi.max() + 1), np.int64)
+    np.add.at(table, (ai, bi), 1)
+    pairs = lambda x: (x * (x - 1) // 2).sum()  # noqa: E731
+    index, rows, cols = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+    expected = rows * cols / max(pairs(np.array([len(ai)])), 1)
+    top = (rows + cols) / 2
+    return 1.0 if top == expected else float((index - expected) / (top - expected))

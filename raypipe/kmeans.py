@@ -42,9 +42,25 @@ def shard_predict(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return assign(x, centroids)[1][:, 0]
 
 
-def shard_sample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return x[rng.choice(len(x), size=min(n, len(x)), replace=False)]
+def row_hashes(x: np.ndarray, seed: int) -> np.ndarray:
+    """(n, d) -> (n,) uint64 seeded hashes of each row's contents."""
+    words = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    mult = np.random.default_rng(seed).integers(1, 2**63, size=x.shape[1], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h = (words * (mult | np.uint64(1))).sum(1, dtype=np.uint64)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+    return h
+
+
+def shard_sample(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose content hash falls below `fraction` of the hash range, with their hashes.
+    The sample depends on the rows alone, not on how they are split into shards."""
+    h = row_hashes(x, seed)
+    keep = h <= np.uint64(min(fraction, 1.0) * float(2**64 - 1)) if fraction < 1 else \
+        np.ones(len(x), bool)
+    return x[keep], h[keep]
 
 
 def update(sums: np.ndarray, counts: np.ndarray, spherical: bool = False) -> np.ndarray:
@@ -105,8 +121,8 @@ class LocalShards:
     def map(self, fn, *args) -> list:
         return [fn(s, *args) for s in self.shards]
 
-    def sample(self, sizes: list[int], seeds) -> list[np.ndarray]:
-        return [shard_sample(s, n, seed) for s, n, seed in zip(self.shards, sizes, seeds)]
+    def sample(self, fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [shard_sample(s, fraction, seed) for s in self.shards]
 
 
 def check_finite(x: np.ndarray) -> None:
@@ -147,10 +163,18 @@ class KMeans:
         return self
 
     def _sample(self, shards, rng) -> np.ndarray:
+        """About `sample_size` rows (at least 20 per cluster) in a canonical order, so the
+        same data and seed give the same seeds however the data is sharded."""
         n = sum(shards.sizes)
-        per = [max(1, int(np.ceil(self.sample_size * s / n))) for s in shards.sizes]
-        seeds = rng.integers(2**31, size=len(per))
-        return np.concatenate(shards.sample(per, seeds))
+        want = max(self.sample_size, 20 * self.n_clusters)
+        parts = shards.sample(want / n if want < n else 1.0, int(rng.integers(2**31)))
+        rows = np.concatenate([p[0] for p in parts])
+        hashes = np.concatenate([p[1] for p in parts])
+        order = np.lexsort((*rows.T[::-1], hashes))     # ties (equal rows) stay canonical
+        if len(rows) < self.n_clusters:
+            raise ValueError(f"sample of {len(rows)} rows is smaller than "
+                             f"n_clusters={self.n_clusters}")
+        return rows[order]
 
     def _init(self, sample: np.ndarray, rng) -> np.ndarray:
         if isinstance(self.init, np.ndarray):

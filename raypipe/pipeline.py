@@ -13,12 +13,13 @@ from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 
 from raypipe import __version__, synthetic
 from raypipe.artifacts import ArtifactWriter
 from raypipe.config import PipelineConfig, SourceConfig
-from raypipe.evaluate import metrics_from_recs, most_popular
+from raypipe.evaluate import adjusted_rand_index, metrics_from_recs, most_popular
 from raypipe.jobs import ingest, runtime
 from raypipe.jobs.embedding import embed_texts
 from raypipe.jobs.segments import SegmentModel, fit_segments, profile_users, recommend_users
@@ -42,10 +43,11 @@ class Timings(dict):
         log.info("stage %s: done in %.1f s", stage, self[stage])
 
 
-def prepare_source(cfg: PipelineConfig) -> PipelineConfig:
-    """The synthetic default: generate a log once per setting, then read it as `events`."""
+def prepare_source(cfg: PipelineConfig) -> tuple[PipelineConfig, str | None]:
+    """The synthetic default: generate a log once per setting, then read it as `events`.
+    Returns the config to run and, for synthetic data, the planted truth's path."""
     if cfg.source.kind != "synthetic":
-        return cfg
+        return cfg, None
     key = hashlib.sha256(repr(cfg.synthetic).encode()).hexdigest()[:10]
     folder = os.path.join(cfg.synthetic_dir, f"synthetic-{key}")
     paths = {k: os.path.join(folder, f"{k}.parquet") for k in ("events", "items", "users")}
@@ -53,7 +55,7 @@ def prepare_source(cfg: PipelineConfig) -> PipelineConfig:
         log.info("generating synthetic log into %s", folder)
         paths = synthetic.generate(cfg.synthetic, folder)
     source = SourceConfig(kind="events", input=paths["events"], items=paths["items"])
-    return dataclasses.replace(cfg, source=source)
+    return dataclasses.replace(cfg, source=source), paths["users"]
 
 
 def embed_items(items: pa.Table, cfg) -> np.ndarray:
@@ -68,7 +70,7 @@ def run(cfg: PipelineConfig) -> dict:
     """Run every stage; return the manifest of the written artifacts."""
     runtime.start(cfg.address, cfg.num_cpus)
     requested = cfg
-    cfg = prepare_source(cfg)
+    cfg, truth = prepare_source(cfg)
     out, t = ArtifactWriter(cfg.output), Timings()
     holdout = cfg.eval.holdout == "last"
     parts = ingest.default_partitions(cfg.sequences)
@@ -116,10 +118,11 @@ def run(cfg: PipelineConfig) -> dict:
             rankings = segment_rankings(mass, cfg.kmeans.n_clusters, depth=1000)
             out.dataset("recommendations",
                         recommend_users(users, catalogue_ref, model_ref, rankings))
-        metrics = {}
+        metrics = {"planted": planted_agreement(out, truth)} if truth else {}
         if holdout:
             with t("evaluate"):
-                metrics = evaluate(out, users, cfg)
+                metrics = {**metrics, **evaluate(out, users, cfg)}
+        if metrics:
             out.json("metrics.json", metrics)
         manifest = json.loads(json.dumps(build_manifest(
             requested, cfg, rows, item_rows, seqs, users, km, t, metrics, out.tables),
@@ -130,6 +133,16 @@ def run(cfg: PipelineConfig) -> dict:
         out.abort()
         raise
     return manifest
+
+
+def planted_agreement(out: ArtifactWriter, truth_path: str) -> dict:
+    """Synthetic data: how well the segments found match the planted ones."""
+    truth = pq.read_table(truth_path)
+    found = out.read("profiles").select(["user_id", "segment"]).join(truth, "user_id")
+    return {"ari": round(adjusted_rand_index(found["true_segment"].to_numpy(),
+                                             found["segment"].to_numpy()), 4),
+            "users": found.num_rows,
+            "planted_segments": len(set(truth["true_segment"].to_pylist()))}
 
 
 def evaluate(out: ArtifactWriter, users, cfg: PipelineConfig) -> dict:

@@ -12,6 +12,10 @@ def render(m: dict) -> str:
              f"users      {users['profiled']:,} profiled ({users['too_short']:,} too short)",
              f"segments   {m['kmeans']['n_clusters']} (inertia {m['kmeans']['inertia']:.2f}, "
              f"{m['kmeans']['n_iter']} iterations)"]
+    planted = (m.get("metrics") or {}).get("planted")
+    if planted:
+        lines.append(f"planted    ARI {planted['ari']:.3f} between segments found and the "
+                     f"{planted['planted_segments']} planted ones ({planted['users']:,} users)")
     strategies = (m.get("metrics") or {}).get("strategies", {})
     if strategies:
         ks = sorted({int(k.split("@")[1]) for s in strategies.values() for k in s if "@" in k})

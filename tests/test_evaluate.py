@@ -25,3 +25,16 @@ def test_most_popular_excludes_each_users_items():
     m = most_popular(histories, ["a", "b", None], [{"a"}, set(), set()], ks=(1,))
     # ranking a(3), b(2), c(1); user 1 has a excluded -> top1 b; user 2 top1 a
     assert m["users"] == 2 and m["recall@1"] == 0.0
+
+
+def test_adjusted_rand_index_matches_scikit_learn():
+    import numpy as np
+    from sklearn.metrics import adjusted_rand_score
+
+    from raypipe.evaluate import adjusted_rand_index
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(4, size=500), rng.integers(5, size=500)
+    assert adjusted_rand_index(a, b) == pytest.approx(adjusted_rand_score(a, b))
+    assert adjusted_rand_index([0, 0, 1, 1], [5, 5, 2, 2]) == 1.0
+    mixed = np.where(rng.random(500) < 0.8, a, b)
+    assert adjusted_rand_index(a, mixed) == pytest.approx(adjusted_rand_score(a, mixed))

@@ -46,6 +46,5 @@ class RayShards:
         args = [ray.put(a) if isinstance(a, np.ndarray) else a for a in args]
         return ray.get([_apply.remote(fn, r, *args) for r in self.refs])
 
-    def sample(self, sizes: list[int], seeds) -> list[np.ndarray]:
-        return ray.get([_apply.remote(shard_sample, r, int(n), int(s))
-                        for r, n, s in zip(self.refs, sizes, seeds)])
+    def sample(self, fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        return ray.get([_apply.remote(shard_sample, r, fraction, seed) for r in self.refs])
