@@ -1,0 +1,91 @@
+"""raypipe's K-means beside faiss.Kmeans and scikit-learn KMeans, same data, same process.
+
+    .venv/bin/python bench/kmeans_bench.py                 # 500,000 x 128, k=256, 20 iterations
+    .venv/bin/python bench/kmeans_bench.py --n 100000 --skip-sklearn   # quicker
+
+Every method runs exactly `--iters` Lloyd iterations from its own seeding (tol=0, no early
+stop, no subsampling: faiss's max_points_per_centroid is raised). raypipe runs with Ray
+started and the data held as shards in the object store (`--shards`, default one per CPU).
+Prints one JSON line: seconds and inertia per method, and raypipe's time ratio to each peer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def make_data(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
+    """Gaussian mixture with k centres: structured enough for K-means to mean something."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, d)).astype(np.float32) * 4
+    x = centres[rng.integers(k, size=n)] + rng.standard_normal((n, d)).astype(np.float32)
+    return np.ascontiguousarray(x, np.float32)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def run_raypipe(x, k, iters, shards, seed):
+    import ray
+
+    from raypipe.jobs import runtime
+    from raypipe.jobs.kmeans_tasks import RayShards
+    from raypipe.kmeans import KMeans
+    runtime.start()
+    data = RayShards.from_arrays(np.array_split(x, shards))
+    km = KMeans(k, max_iter=iters, tol=0.0, random_state=seed)
+    seconds, km = timed(lambda: km.fit(data))
+    ray.shutdown()
+    return {"seconds": round(seconds, 2), "inertia": km.inertia_, "iterations": km.n_iter_,
+            "shards": shards}
+
+
+def run_faiss(x, k, iters, seed):
+    import faiss
+    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, max_points_per_centroid=10**9,
+                      verbose=False)
+    seconds, _ = timed(lambda: km.train(x))
+    inertia = float(km.index.search(x, 1)[0].sum())
+    return {"seconds": round(seconds, 2), "inertia": inertia, "threads": faiss.omp_get_max_threads()}
+
+
+def run_sklearn(x, k, iters, seed):
+    from sklearn.cluster import KMeans
+    km = KMeans(k, n_init=1, max_iter=iters, tol=0.0, random_state=seed, algorithm="lloyd")
+    seconds, km = timed(lambda: km.fit(x))
+    return {"seconds": round(seconds, 2), "inertia": float(km.inertia_), "iterations": km.n_iter_}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=500_000)
+    p.add_argument("--d", type=int, default=128)
+    p.add_argument("--k", type=int, default=256)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--shards", type=int, default=os.cpu_count())
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-sklearn", action="store_true")
+    a = p.parse_args()
+    x = make_data(a.n, a.d, a.k, a.seed)
+    out = {"bench": "kmeans", "n": a.n, "d": a.d, "k": a.k, "iters": a.iters,
+           "raypipe": run_raypipe(x, a.k, a.iters, a.shards, a.seed),
+           "faiss": run_faiss(x, a.k, a.iters, a.seed)}
+    if not a.skip_sklearn:
+        out["sklearn"] = run_sklearn(x, a.k, a.iters, a.seed)
+    ours = out["raypipe"]
+    for peer in ("faiss", "sklearn"):
+        if peer in out:
+            out[f"time_ratio_to_{peer}"] = round(ours["seconds"] / out[peer]["seconds"], 3)
+            out[f"inertia_ratio_to_{peer}"] = round(ours["inertia"] / out[peer]["inertia"], 4)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
