@@ -106,12 +106,16 @@ class UserConfig:
 @dataclass(frozen=True)
 class KMeansConfig:
     n_clusters: int = 8
+    init: str = "k-means||"    # k-means|| (over all shards), k-means++ (on a sample), random
     max_iter: int = 50
     tol: float = 1e-4          # stop when centroids move less than this (relative)
     n_init: int = 1
     seed: int = 0
 
     def __post_init__(self):
+        if self.init not in ("k-means||", "k-means++", "random"):
+            raise ValueError(f"kmeans.init={self.init!r} should be 'k-means||', 'k-means++' "
+                             f"or 'random'")
         if self.n_clusters < 1 or self.max_iter < 1 or self.n_init < 1:
             raise ValueError(f"kmeans.n_clusters={self.n_clusters}, max_iter={self.max_iter}, "
                              f"n_init={self.n_init} should all be >= 1")

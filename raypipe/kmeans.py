@@ -1,66 +1,26 @@
 """K-means over sharded vectors. Knows nothing about Ray.
 
 Follows faiss `contrib/clustering.py`: the data is a set of shards that answer one question,
-`shard_stats(x, centroids) -> (sums, counts, inertia)`; the driver adds the answers, `update`
-turns totals into centroids, and `split_empty` re-seeds empty clusters by splitting the
-largest. `LocalShards` keeps shards in memory; `jobs/kmeans_tasks.RayShards` keeps them in
-Ray's object store and answers with Ray tasks. Both run through the same `KMeans.fit` loop.
+`shard_stats(x, centroids) -> (sums, counts, inertia)` (kmeans_shard.py); the driver adds the
+answers, `update` turns totals into centroids, and `split_empty` re-seeds empty clusters by
+splitting the largest. `LocalShards` keeps shards in memory; `jobs/kmeans_tasks.RayShards`
+keeps them in Ray's object store and answers with Ray tasks. Both run through the same
+`KMeans.fit` loop, so they give the same result for the same seed.
 """
 from __future__ import annotations
 
+import io
 import logging
 
-import faiss
 import numpy as np
 
+from raypipe import io as rio
+from raypipe.kmeans_init import canonical, kmeans_parallel, kmeans_plus_plus
+from raypipe.kmeans_shard import (assign, check_finite, shard_predict, shard_sample,
+                                  shard_stats)
+
 log = logging.getLogger(__name__)
-
-
-def assign(x: np.ndarray, centroids: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """x: (n, d), centroids: (c, d) -> (squared distances (n, k), labels (n, k)), nearest first."""
-    index = faiss.IndexFlatL2(centroids.shape[1])
-    index.add(np.ascontiguousarray(centroids, np.float32))
-    d2, labels = index.search(np.ascontiguousarray(x, np.float32), k)
-    return np.maximum(d2, 0), labels
-
-
-def shard_stats(x: np.ndarray, centroids: np.ndarray):
-    """One shard's answer: per-cluster sums (k, d) float64, counts (k,), inertia."""
-    k = centroids.shape[0]
-    d2, labels = assign(x, centroids)
-    labels = labels[:, 0]
-    counts = np.bincount(labels, minlength=k)
-    sums = np.zeros((k, x.shape[1]), np.float64)
-    order = np.argsort(labels, kind="stable")
-    present = np.flatnonzero(counts)
-    starts = np.r_[0, np.cumsum(counts[present])[:-1]]
-    sums[present] = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
-    return sums, counts, float(d2.sum())
-
-
-def shard_predict(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    return assign(x, centroids)[1][:, 0]
-
-
-def row_hashes(x: np.ndarray, seed: int) -> np.ndarray:
-    """(n, d) -> (n,) uint64 seeded hashes of each row's contents."""
-    words = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    mult = np.random.default_rng(seed).integers(1, 2**63, size=x.shape[1], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        h = (words * (mult | np.uint64(1))).sum(1, dtype=np.uint64)
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(33)
-    return h
-
-
-def shard_sample(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows whose content hash falls below `fraction` of the hash range, with their hashes.
-    The sample depends on the rows alone, not on how they are split into shards."""
-    h = row_hashes(x, seed)
-    keep = h <= np.uint64(min(fraction, 1.0) * float(2**64 - 1)) if fraction < 1 else \
-        np.ones(len(x), bool)
-    return x[keep], h[keep]
+__all__ = ["KMeans", "LocalShards", "assign", "shard_predict", "update", "split_empty"]
 
 
 def update(sums: np.ndarray, counts: np.ndarray, spherical: bool = False) -> np.ndarray:
@@ -83,33 +43,6 @@ def split_empty(centroids: np.ndarray, counts: np.ndarray, rng) -> np.ndarray:
     return c
 
 
-def _sq_dist(a: np.ndarray, x: np.ndarray, x_sq: np.ndarray) -> np.ndarray:
-    """(m, d), (n, d) -> (m, n) squared distances, by matrix product."""
-    a64 = a.astype(np.float64)
-    return np.maximum((a64 ** 2).sum(1)[:, None] - 2 * a64 @ x.T.astype(np.float64) + x_sq, 0)
-
-
-def kmeans_plus_plus(x: np.ndarray, k: int, rng, trials: int | None = None) -> np.ndarray:
-    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; scikit-learn's default): each
-    step draws `trials` candidates by D^2 sampling and keeps the one that lowers the potential
-    most. x: (n, d) -> (k, d)."""
-    trials = trials or 2 + int(np.log(k))
-    x_sq = (x.astype(np.float64) ** 2).sum(1)
-    centers = [x[rng.integers(len(x))]]
-    d2 = ((x - centers[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        total = d2.sum()
-        if total <= 0:
-            cand = rng.integers(len(x), size=trials)
-        else:
-            cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * total).clip(0, len(x) - 1)
-        cand_d2 = np.minimum(d2[None, :], _sq_dist(x[cand], x, x_sq))
-        best = int(np.argmin(cand_d2.sum(1)))
-        centers.append(x[cand[best]])
-        d2 = cand_d2[best]
-    return np.array(centers, np.float32)
-
-
 class LocalShards:
     """Shards as in-memory arrays; `map(fn, *args)` calls fn(shard, *args) for each."""
 
@@ -121,26 +54,61 @@ class LocalShards:
     def map(self, fn, *args) -> list:
         return [fn(s, *args) for s in self.shards]
 
-    def sample(self, fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [shard_sample(s, fraction, seed) for s in self.shards]
+    def sample(self, fraction: float, seed: int) -> list[np.ndarray]:
+        return self.map(shard_sample, fraction, seed)
+
+    def scan(self, fn, states, *args) -> tuple[list, list]:
+        """fn(shard, state, *args) -> (state, result) for each shard, keeping the states."""
+        out = [fn(s, st, *args) for s, st in zip(self.shards, states or [None] * len(self.shards))]
+        return [o[0] for o in out], [o[1] for o in out]
 
 
-def check_finite(x: np.ndarray) -> None:
-    bad = ~np.isfinite(x).all(1)
-    if bad.any():
-        raise ValueError(f"{int(bad.sum())} rows hold NaN or inf, first at row "
-                         f"{int(np.flatnonzero(bad)[0])}")
+class Checkpoint:
+    """Centroids after every iteration, so an interrupted fit resumes where it stopped."""
+
+    def __init__(self, uri: str | None):
+        self.uri = uri
+
+    def load(self, k: int, d: int):
+        if not self.uri:
+            return None
+        fs, path = rio.resolve(self.uri)
+        if fs.get_file_info(path).type.name == "NotFound":
+            return None
+        with fs.open_input_stream(path) as f:
+            z = np.load(io.BytesIO(f.read()))
+            state = {name: z[name] for name in z.files}
+        if state["centroids"].shape != (k, d):
+            raise ValueError(f"checkpoint {self.uri} holds centroids of shape "
+                             f"{state['centroids'].shape}, expected {(k, d)}")
+        return state
+
+    def save(self, **state) -> None:
+        if not self.uri:
+            return
+        buf = io.BytesIO()
+        np.savez(buf, **state)
+        fs, path = rio.resolve(self.uri)
+        with fs.open_output_stream(path + ".tmp") as f:
+            f.write(buf.getvalue())
+        fs.move(path + ".tmp", path)           # a reader never sees half a checkpoint
 
 
 class KMeans:
-    """scikit-learn's vocabulary; `fit(x)` takes an (n, d) array or a shards object."""
+    """scikit-learn's vocabulary. `fit(x)`: x is an (n, d) float32 array or a shards object
+    (`LocalShards`, `jobs.kmeans_tasks.RayShards`)."""
 
-    def __init__(self, n_clusters: int = 8, *, init="k-means++", n_init: int = 1,
+    def __init__(self, n_clusters: int = 8, *, init="k-means||", n_init: int = 1,
                  max_iter: int = 50, tol: float = 1e-4, random_state: int | None = None,
-                 spherical: bool = False, sample_size: int = 100_000):
+                 spherical: bool = False, sample_size: int = 100_000,
+                 checkpoint_path: str | None = None):
+        if n_clusters < 1 or n_init < 1 or max_iter < 1:
+            raise ValueError(f"n_clusters={n_clusters}, n_init={n_init}, max_iter={max_iter} "
+                             f"should all be >= 1")
         self.n_clusters, self.init, self.n_init = n_clusters, init, n_init
         self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
         self.spherical, self.sample_size = spherical, sample_size
+        self.checkpoint = Checkpoint(checkpoint_path)
 
     def fit(self, x) -> "KMeans":
         shards = x if hasattr(x, "map") else LocalShards([np.asarray(x, np.float32)])
@@ -151,9 +119,17 @@ class KMeans:
         rng = np.random.default_rng(self.random_state)
         sample = self._sample(shards, rng)
         tol = self.tol * float(sample.var(0).mean())
-        best = None
-        for run in range(self.n_init):
-            centroids, n_iter = self._run(shards, self._init(sample, rng), tol, rng)
+        state = self.checkpoint.load(k, shards.dim)
+        best, start = None, 0
+        if state is not None:
+            start = int(state["run"])
+            best = (state["best"], float(state["best_inertia"]), int(state["best_iter"])) \
+                if state["best_inertia"] >= 0 else None
+            log.info("k-means: resuming run %d at iteration %d", start, int(state["iteration"]))
+        for run in range(start, self.n_init):
+            seeds = self._init(shards, sample, rng)   # drawn even when resumed: same rng path
+            resume = state if state is not None and run == start else None
+            centroids, n_iter = self._run(shards, seeds, tol, rng, run, best, resume)
             inertia = sum(s[2] for s in shards.map(shard_stats, centroids))
             log.info("k-means run %d: inertia %.4f after %d iterations", run, inertia, n_iter)
             if best is None or inertia < best[1]:
@@ -163,40 +139,50 @@ class KMeans:
         return self
 
     def _sample(self, shards, rng) -> np.ndarray:
-        """About `sample_size` rows (at least 20 per cluster) in a canonical order, so the
-        same data and seed give the same seeds however the data is sharded."""
+        """About `sample_size` rows (at least 20 per cluster) in an order fixed by their
+        contents, so the same data and seed give the same result however it is sharded."""
         n = sum(shards.sizes)
         want = max(self.sample_size, 20 * self.n_clusters)
-        parts = shards.sample(want / n if want < n else 1.0, int(rng.integers(2**31)))
-        rows = np.concatenate([p[0] for p in parts])
-        hashes = np.concatenate([p[1] for p in parts])
-        order = np.lexsort((*rows.T[::-1], hashes))     # ties (equal rows) stay canonical
+        seed = int(rng.integers(2**31))
+        rows = np.concatenate(shards.sample(min(1.0, want / n), seed))
         if len(rows) < self.n_clusters:
-            raise ValueError(f"sample of {len(rows)} rows is smaller than "
-                             f"n_clusters={self.n_clusters}")
-        return rows[order]
+            rows = np.concatenate(shards.sample(1.0, seed))
+        return canonical(rows, seed)
 
-    def _init(self, sample: np.ndarray, rng) -> np.ndarray:
+    def _init(self, shards, sample: np.ndarray, rng) -> np.ndarray:
         if isinstance(self.init, np.ndarray):
-            if self.init.shape != (self.n_clusters, sample.shape[1]):
+            if self.init.shape != (self.n_clusters, shards.dim):
                 raise ValueError(f"init shape {self.init.shape} should be "
-                                 f"{(self.n_clusters, sample.shape[1])}")
+                                 f"{(self.n_clusters, shards.dim)}")
             return self.init.astype(np.float32)
         if self.init == "random":
             return sample[rng.choice(len(sample), self.n_clusters, replace=False)].copy()
         if self.init == "k-means++":
             return kmeans_plus_plus(sample, self.n_clusters, rng)
-        raise ValueError(f"init={self.init!r} should be 'k-means++', 'random' or an array")
+        if self.init == "k-means||":
+            return kmeans_parallel(shards, self.n_clusters, rng)
+        raise ValueError(f"init={self.init!r} should be 'k-means||', 'k-means++', 'random' "
+                         f"or an array")
 
-    def _run(self, shards, centroids: np.ndarray, tol: float, rng):
-        for it in range(1, self.max_iter + 1):
+    def _run(self, shards, centroids, tol, rng, run, best, resume):
+        first = 1
+        if resume is not None:
+            centroids, first = resume["centroids"], int(resume["iteration"]) + 1
+            rng.bit_generator.state = _rng_state(resume)
+        it = first - 1
+        for it in range(first, self.max_iter + 1):
             stats = shards.map(shard_stats, centroids)
-            sums = sum(s[0] for s in stats)
-            counts = sum(s[1] for s in stats)
+            sums, counts = sum(s[0] for s in stats), sum(s[1] for s in stats)
             new = split_empty(update(sums, counts, self.spherical), counts, rng)
             shift = float(((new - centroids) ** 2).sum())
             centroids = new
-            if shift <= tol:
+            self.checkpoint.save(centroids=centroids, iteration=it, run=run,
+                                 rng=np.frombuffer(repr(rng.bit_generator.state).encode(),
+                                                   np.uint8),
+                                 best=best[0] if best else centroids,
+                                 best_inertia=best[1] if best else -1.0,
+                                 best_iter=best[2] if best else 0)
+            if shift <= tol:      # tol=0: stops exactly when no label changes
                 break
         return centroids, it
 
@@ -205,3 +191,8 @@ class KMeans:
 
     def fit_predict(self, x) -> np.ndarray:
         return self.fit(x).labels_
+
+
+def _rng_state(state) -> dict:
+    import ast
+    return ast.literal_eval(bytes(state["rng"]).decode())

@@ -24,7 +24,7 @@ from raypipe.jobs import ingest, runtime
 from raypipe.jobs.embedding import embed_texts
 from raypipe.jobs.segments import SegmentModel, fit_segments, profile_users, recommend_users
 from raypipe.jobs.users import Catalogue, user_vectors
-from raypipe.kmeans import shard_predict
+from raypipe.kmeans_shard import shard_predict
 from raypipe.profiles import summarize_segments
 from raypipe.recommend import segment_rankings
 from raypipe.schema import QUARANTINE

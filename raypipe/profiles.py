@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
-from raypipe.kmeans import assign
+from raypipe.kmeans_shard import assign
 
 STOPWORDS = frozenset("""a an and are as at be by for from has in is it its of on or the to with
     x oz pcs pack set size new inch ml fl g lb cm mm""".split())

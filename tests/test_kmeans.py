@@ -60,3 +60,60 @@ def test_errors_name_the_values():
         KMeans(2).fit(bad)
     with pytest.raises(ValueError, match="init shape"):
         KMeans(2, init=np.zeros((3, 2), np.float32)).fit(FOUR)
+
+
+@pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
+def test_same_result_however_the_data_is_sharded(init):
+    x, _ = make_blobs(3000, centers=6, n_features=8, random_state=2)
+    one = KMeans(6, init=init, random_state=4).fit(LocalShards([x.astype(np.float32)]))
+    many = KMeans(6, init=init, random_state=4).fit(LocalShards(np.array_split(x, 7)))
+    np.testing.assert_allclose(one.cluster_centers_, many.cluster_centers_, rtol=1e-5)
+    assert np.array_equal(one.labels_, many.labels_)
+
+
+class Interrupted(Exception):
+    pass
+
+
+class FailingShards(LocalShards):
+    """Raises on the n-th statistics pass, like a driver killed mid-fit."""
+
+    def __init__(self, parts, fail_at):
+        super().__init__(parts)
+        self.calls, self.fail_at = 0, fail_at
+
+    def map(self, fn, *args):
+        if fn.__name__ == "shard_stats":
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise Interrupted
+        return super().map(fn, *args)
+
+
+def test_checkpoint_resumes_an_interrupted_fit_to_the_same_result(tmp_path):
+    x, _ = make_blobs(2000, centers=5, n_features=4, cluster_std=4.0, random_state=0)
+    parts = np.array_split(x.astype(np.float32), 3)
+    kw = {"max_iter": 12, "tol": 0.0, "random_state": 1, "n_init": 2}
+    counted = FailingShards(parts, fail_at=-1)
+    whole = KMeans(5, **kw).fit(counted)
+    path = str(tmp_path / "km.npz")
+    with pytest.raises(Interrupted):
+        KMeans(5, checkpoint_path=path, **kw).fit(FailingShards(parts, fail_at=4))
+    rest = FailingShards(parts, fail_at=-1)
+    resumed = KMeans(5, checkpoint_path=path, **kw).fit(rest)
+    np.testing.assert_allclose(resumed.cluster_centers_, whole.cluster_centers_, rtol=1e-6)
+    assert resumed.inertia_ == pytest.approx(whole.inertia_)
+    assert rest.calls == counted.calls - 3            # the 3 finished iterations are not redone
+
+
+def test_predict_names_a_dimension_mismatch():
+    km = KMeans(2, random_state=0).fit(FOUR)
+    with pytest.raises(ValueError, match="dimension mismatch: x has d=3, centroids d=2"):
+        km.predict(np.zeros((1, 3), np.float32))
+
+
+def test_spherical_centroids_are_unit_length():
+    x, _ = make_blobs(500, centers=3, n_features=5, random_state=0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    km = KMeans(3, spherical=True, random_state=0).fit(x)
+    np.testing.assert_allclose(np.linalg.norm(km.cluster_centers_, axis=1), 1.0, rtol=1e-5)

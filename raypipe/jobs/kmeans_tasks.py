@@ -9,13 +9,18 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from raypipe.kmeans import shard_sample
+from raypipe.kmeans_shard import shard_sample
 from raypipe.vectors import to_numpy
 
 
 @ray.remote(max_retries=3)
 def _apply(fn, shard, *args):
     return fn(shard, *args)
+
+
+@ray.remote(max_retries=3, num_returns=2)
+def _scan(fn, shard, state, *args):
+    return fn(shard, state, *args)
 
 
 @ray.remote(max_retries=3)
@@ -46,5 +51,12 @@ class RayShards:
         args = [ray.put(a) if isinstance(a, np.ndarray) else a for a in args]
         return ray.get([_apply.remote(fn, r, *args) for r in self.refs])
 
-    def sample(self, fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def sample(self, fraction: float, seed: int) -> list[np.ndarray]:
         return ray.get([_apply.remote(shard_sample, r, fraction, seed) for r in self.refs])
+
+    def scan(self, fn, states, *args) -> tuple[list, list]:
+        """fn(shard, state, *args) -> (state, result); states stay in the object store."""
+        args = [ray.put(a) if isinstance(a, np.ndarray) else a for a in args]
+        refs = [_scan.remote(fn, r, st, *args)
+                for r, st in zip(self.refs, states or [None] * len(self.refs))]
+        return [s for s, _ in refs], ray.get([res for _, res in refs])

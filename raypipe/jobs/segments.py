@@ -21,8 +21,8 @@ from raypipe.vectors import to_numpy
 
 def fit_segments(users, cfg: KMeansConfig) -> KMeans:
     """User vectors in the object store -> fitted K-means (labels in block order)."""
-    km = KMeans(cfg.n_clusters, n_init=cfg.n_init, max_iter=cfg.max_iter, tol=cfg.tol,
-                random_state=cfg.seed)
+    km = KMeans(cfg.n_clusters, init=cfg.init, n_init=cfg.n_init, max_iter=cfg.max_iter,
+                tol=cfg.tol, random_state=cfg.seed)
     return km.fit(RayShards.from_dataset(users, "vector"))
 
 
