@@ -1,9 +1,10 @@
 """K-means over sharded vectors. Knows nothing about Ray.
 
 Follows faiss `contrib/clustering.py`: the data is a set of shards that answer one question,
-`shard_stats(x, centroids) -> (sums, counts, inertia)` (kmeans_shard.py); the driver adds the
-answers, `update` turns totals into centroids, and `split_empty` re-seeds empty clusters by
-splitting the largest. `LocalShards` keeps shards in memory; `jobs/kmeans_tasks.RayShards`
+`lloyd_step(x, state, centroids) -> (state, (sums, counts))` (kmeans_shard.py; the state holds
+Hamerly's distance bounds so most rows skip the distance computation once centroids settle);
+the driver adds the answers, `update` turns totals into centroids, and `split_empty` re-seeds
+empty clusters by splitting the largest. `LocalShards` keeps shards in memory; `jobs/kmeans_tasks.RayShards`
 keeps them in Ray's object store and answers with Ray tasks. Both run through the same
 `KMeans.fit` loop, so they give the same result for the same seed.
 """
@@ -16,8 +17,8 @@ import numpy as np
 
 from raypipe import io as rio
 from raypipe.kmeans_init import canonical, kmeans_parallel, kmeans_plus_plus
-from raypipe.kmeans_shard import (assign, check_finite, shard_predict, shard_sample,
-                                  shard_stats)
+from raypipe.kmeans_shard import (assign, check_finite, lloyd_step, shard_labels,
+                                  shard_predict, shard_sample)
 
 log = logging.getLogger(__name__)
 __all__ = ["KMeans", "LocalShards", "assign", "shard_predict", "update", "split_empty"]
@@ -129,13 +130,15 @@ class KMeans:
         for run in range(start, self.n_init):
             seeds = self._init(shards, sample, rng)   # drawn even when resumed: same rng path
             resume = state if state is not None and run == start else None
-            centroids, n_iter = self._run(shards, seeds, tol, rng, run, best, resume)
-            inertia = sum(s[2] for s in shards.map(shard_stats, centroids))
+            centroids, n_iter, states = self._run(shards, seeds, tol, rng, run, best, resume)
+            final = shards.scan(shard_labels, states, centroids)[1]
+            inertia = sum(f[1] for f in final)
             log.info("k-means run %d: inertia %.4f after %d iterations", run, inertia, n_iter)
             if best is None or inertia < best[1]:
-                best = (centroids, inertia, n_iter)
-        self.cluster_centers_, self.inertia_, self.n_iter_ = best
-        self.labels_ = np.concatenate(shards.map(shard_predict, self.cluster_centers_))
+                best = (centroids, inertia, n_iter, [f[0] for f in final])
+        self.cluster_centers_, self.inertia_, self.n_iter_ = best[:3]
+        self.labels_ = np.concatenate(best[3]) if len(best) > 3 else \
+            np.concatenate(shards.map(shard_predict, self.cluster_centers_))
         return self
 
     def _sample(self, shards, rng) -> np.ndarray:
@@ -160,7 +163,7 @@ class KMeans:
         if self.init == "k-means++":
             return kmeans_plus_plus(sample, self.n_clusters, rng)
         if self.init == "k-means||":
-            return kmeans_parallel(shards, self.n_clusters, rng)
+            return kmeans_parallel(shards, self.n_clusters, rng, sample_size=self.sample_size)
         raise ValueError(f"init={self.init!r} should be 'k-means||', 'k-means++', 'random' "
                          f"or an array")
 
@@ -169,9 +172,9 @@ class KMeans:
         if resume is not None:
             centroids, first = resume["centroids"], int(resume["iteration"]) + 1
             rng.bit_generator.state = _rng_state(resume)
-        it = first - 1
+        it, states = first - 1, None
         for it in range(first, self.max_iter + 1):
-            stats = shards.map(shard_stats, centroids)
+            states, stats = shards.scan(lloyd_step, states, centroids)
             sums, counts = sum(s[0] for s in stats), sum(s[1] for s in stats)
             new = split_empty(update(sums, counts, self.spherical), counts, rng)
             shift = float(((new - centroids) ** 2).sum())
@@ -184,7 +187,7 @@ class KMeans:
                                  best_iter=best[2] if best else 0)
             if shift <= tol:      # tol=0: stops exactly when no label changes
                 break
-        return centroids, it
+        return centroids, it, states
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return shard_predict(np.asarray(x, np.float32), self.cluster_centers_)

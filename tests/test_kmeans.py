@@ -82,12 +82,12 @@ class FailingShards(LocalShards):
         super().__init__(parts)
         self.calls, self.fail_at = 0, fail_at
 
-    def map(self, fn, *args):
-        if fn.__name__ == "shard_stats":
+    def scan(self, fn, states, *args):
+        if fn.__name__ == "lloyd_step":
             self.calls += 1
             if self.calls == self.fail_at:
                 raise Interrupted
-        return super().map(fn, *args)
+        return super().scan(fn, states, *args)
 
 
 def test_checkpoint_resumes_an_interrupted_fit_to_the_same_result(tmp_path):
@@ -101,7 +101,8 @@ def test_checkpoint_resumes_an_interrupted_fit_to_the_same_result(tmp_path):
         KMeans(5, checkpoint_path=path, **kw).fit(FailingShards(parts, fail_at=4))
     rest = FailingShards(parts, fail_at=-1)
     resumed = KMeans(5, checkpoint_path=path, **kw).fit(rest)
-    np.testing.assert_allclose(resumed.cluster_centers_, whole.cluster_centers_, rtol=1e-6)
+    # Sums are rebuilt from scratch on resume, not updated: equal up to float rounding.
+    np.testing.assert_allclose(resumed.cluster_centers_, whole.cluster_centers_, atol=1e-5)
     assert resumed.inertia_ == pytest.approx(whole.inertia_)
     assert rest.calls == counted.calls - 3            # the 3 finished iterations are not redone
 
@@ -117,3 +118,17 @@ def test_spherical_centroids_are_unit_length():
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     km = KMeans(3, spherical=True, random_state=0).fit(x)
     np.testing.assert_allclose(np.linalg.norm(km.cluster_centers_, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
+def test_gpu_assignment_matches_cpu(monkeypatch):
+    from raypipe import kmeans_shard
+    x, _ = make_blobs(5000, centers=8, n_features=16, random_state=0)
+    x = x.astype(np.float32)
+    centroids = x[:8].copy()
+    gpu = kmeans_shard.assign(x, centroids, 2)
+    monkeypatch.setattr(kmeans_shard, "use_gpu", lambda: False)
+    cpu = kmeans_shard.assign(x, centroids, 2)
+    assert (gpu[1] == cpu[1]).mean() > 0.999
+    np.testing.assert_allclose(gpu[0], cpu[0], rtol=1e-3, atol=1e-2)
