@@ -6,16 +6,8 @@ DEFAULT_EVENT_TYPE = "purchase"
 
 # Columns every event source must provide (after column mapping); the rest are optional.
 REQUIRED_EVENT_COLUMNS = ("user_id", "item_id", "timestamp")
-OPTIONAL_EVENT_COLUMNS = ("event_type", "price", "quantity")
 # Provenance added by the readers so every row can be traced back to its file and row.
 FILE, ROW, REASON = "_file", "_row", "_reason"
-
-CLEAN_EVENTS = pa.schema([
-    ("user_id", pa.string()),
-    ("item_id", pa.string()),
-    ("timestamp", pa.int64()),      # epoch seconds
-    ("event_type", pa.string()),
-])
 
 QUARANTINE = pa.schema([
     ("table", pa.string()),         # events | items
@@ -24,5 +16,3 @@ QUARANTINE = pa.schema([
     (ROW, pa.int64()),
     ("record", pa.string()),        # the offending row as JSON, as read
 ])
-
-ITEMS = pa.schema([("item_id", pa.string()), ("text", pa.string())])

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 from ray.data.expressions import col
 
@@ -106,8 +105,3 @@ def build_user_sequences(events, cfg: SequenceConfig, holdout: bool, partitions:
 
 def default_partitions(cfg: SequenceConfig) -> int:
     return cfg.num_partitions or max(2, 2 * resources()[0])
-
-
-def count_true(ds, column: str) -> int:
-    col = to_table(ds.select_columns([column]))[column]
-    return int(pc.sum(col).as_py() or 0)

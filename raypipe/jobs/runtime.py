@@ -5,6 +5,7 @@ import logging
 import os
 import sys
 
+import pyarrow as pa
 import ray
 
 log = logging.getLogger(__name__)
@@ -67,20 +68,17 @@ def unwrap(exc: BaseException, kind: type) -> BaseException | None:
     return None
 
 
-def to_table(ds) -> "pa.Table":
+def to_table(ds) -> pa.Table:
     """A (small) dataset -> one Arrow table on the driver."""
-    import pyarrow as pa
     tables = ray.get(ds.to_arrow_refs())
     tables = [t for t in tables if t.num_rows] or tables[:1]
     return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
 
-def collect(ds, total: int, label: str, every_s: float = 15.0) -> "pa.Table":
+def collect(ds, total: int, label: str, every_s: float = 15.0) -> pa.Table | None:
     """Stream a dataset's rows to the driver, logging progress at most every `every_s`
     seconds (job logs have no progress bars)."""
     import time
-
-    import pyarrow as pa
     parts, done, last = [], 0, time.monotonic()
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         parts.append(batch)
