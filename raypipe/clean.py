@@ -54,7 +54,7 @@ def _first_reason(checks: list[tuple[str, pa.Array]], n: int) -> pa.Array:
     return reason
 
 
-def tag_events(raw: pa.Table, known_items: set | None = None) -> pa.Table:
+def tag_events(raw: pa.Table, known_items: pa.Array | set | None = None) -> pa.Table:
     """Raw events -> the same rows with parsed `timestamp` (int64), normalised `event_type`
     and `_reason` (null = kept). `known_items`: item ids with text; None skips that check."""
     n = raw.num_rows
@@ -73,8 +73,9 @@ def tag_events(raw: pa.Table, known_items: set | None = None) -> pa.Table:
         ("non_positive_quantity", pc.less_equal(raw["quantity"], 0.0)),
     ]
     if known_items is not None:
-        item_ok = pc.is_in(raw["item_id"], pa.array(list(known_items), pa.string())) \
-            if not isinstance(known_items, pa.Array) else pc.is_in(raw["item_id"], known_items)
+        if not isinstance(known_items, pa.Array):
+            known_items = pa.array(list(known_items), pa.string())
+        item_ok = pc.is_in(raw["item_id"], value_set=known_items)
         checks.append(("item_without_text", pc.invert(item_ok)))
     # The raw timestamp stays beside the parsed one, so quarantined rows keep what was read.
     out = raw.rename_columns({"timestamp": RAW_TIMESTAMP}).append_column("timestamp", ts)

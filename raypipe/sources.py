@@ -124,9 +124,7 @@ def _read_table(f: Fragment, head: bool = False) -> pa.Table:
         return pf.read_row_group(f.row_group) if f.row_group >= 0 else pf.read()
     with _open(f.uri) as stream:
         data = stream.read(1 << 16) if head else stream.read()
-    if head and f.fmt == "csv":
-        data = data.split(b"\n", 1)[0] + b"\n"
-    if head and f.fmt == "jsonl":
+    if head:                                  # the first line: header or first record
         data = data.split(b"\n", 1)[0] + b"\n"
     if f.fmt == "csv":
         # Everything as text: type errors become quarantined rows, not failed reads.

@@ -72,7 +72,8 @@ def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions:
     mapping = sources.column_mapping(cfg)
     frags = sources.plan_events(cfg)
     sources.check_columns(frags[0], mapping)
-    known = [ray.put(item_ids)]
+    known = [ray.put(item_ids.combine_chunks() if isinstance(item_ids, pa.ChunkedArray)
+                     else item_ids)]     # an Array: the is_in lookup takes it as is
     tagged = (_fragments(frags)
               .map_batches(_read_events, batch_size=1, batch_format="pyarrow",
                            fn_kwargs={"mapping": mapping, "kind": cfg.kind})
