@@ -51,6 +51,10 @@ class ArtifactWriter:
         with self.fs.open_output_stream(f"{self.tmp}/{name}") as f:
             f.write(json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
+    def bytes(self, name: str, data: bytes) -> None:
+        with self.fs.open_output_stream(f"{self.tmp}/{name}") as f:
+            f.write(data)
+
     def read(self, name: str) -> pa.Table:
         return pq.read_table(f"{self.tmp}/{name}.parquet", filesystem=self.fs)
 

@@ -16,7 +16,7 @@ import yaml
 from raypipe.schema import EVENT_TYPES
 
 SOURCES = ("synthetic", "events", "amazon-p5", "recbole", "online-retail")
-USER_REPRS = ("pooled", "text")
+USER_REPRS = ("encoder", "pooled", "text")
 STRATEGIES = ("vector", "segment", "blend")
 
 
@@ -104,6 +104,46 @@ class UserConfig:
 
 
 @dataclass(frozen=True)
+class EncoderConfig:
+    """The sequence encoder (encoder.py) and its training (jobs/training.py)."""
+    dim: int = 64              # hidden size; user and item vectors live in this space
+    layers: int = 2            # Transformer blocks
+    heads: int = 2
+    dropout: float = 0.5       # on embeddings, attention and feed-forward: sparse data overfits
+    text: bool = True          # items start from their frozen text vectors through an adaptor
+    item_ids: bool = True      # plus a learned vector per item id (text=False: id-only SASRec)
+    epochs: int = 200          # at most; early stopping usually ends training well before
+    patience: int = 3          # epochs without a better validation NDCG@10 before stopping
+    batch_size: int = 64       # users per step (all their positions are trained at once)
+    lr: float = 3e-3           # AdamW
+    weight_decay: float = 0.0
+    loss: str = "auto"         # full softmax, sampled softmax, or auto (full up to 100k items)
+    negatives: int = 4096      # shared uniform negatives per step for the sampled loss
+    num_workers: int = 1       # Ray Train workers; results do not depend on it
+    use_gpu: bool | None = None  # None: one GPU per worker when the cluster has GPUs
+    cpus_per_worker: int = 0   # torch threads per CPU worker; 0 = cluster CPUs / workers
+    seed: int = 0
+    storage: str | None = None  # Ray Train run storage (checkpoints); None = <output>.train
+
+    def __post_init__(self):
+        if self.loss not in ("auto", "full", "sampled"):
+            raise ValueError(f"encoder.loss={self.loss!r} should be 'auto', 'full' or 'sampled'")
+        if not (self.text or self.item_ids):
+            raise ValueError("encoder.text and encoder.item_ids are both false: items would "
+                             "have no representation")
+        if self.dim % self.heads:
+            raise ValueError(f"encoder.dim={self.dim} should be a multiple of "
+                             f"encoder.heads={self.heads}")
+        for name in ("dim", "layers", "heads", "epochs", "patience", "batch_size",
+                     "negatives", "num_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"encoder.{name}={getattr(self, name)} should be >= 1")
+        if not 0.0 <= self.dropout < 1.0 or self.lr <= 0:
+            raise ValueError(f"encoder.dropout={self.dropout} should be in [0, 1) and "
+                             f"encoder.lr={self.lr} > 0")
+
+
+@dataclass(frozen=True)
 class KMeansConfig:
     n_clusters: int = 8
     init: str = "k-means||"    # k-means|| (over all shards), k-means++ (on a sample), random
@@ -164,7 +204,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     output: str = "artifacts"
-    user_repr: str = "pooled"  # one of USER_REPRS
+    user_repr: str = "encoder"  # one of USER_REPRS
     address: str | None = None  # Ray cluster address; None starts a local Ray
     num_cpus: int | None = None  # CPUs for a local Ray; None = all
     synthetic_dir: str = "data"  # where `source.kind=synthetic` logs are generated (and reused)
@@ -174,6 +214,7 @@ class PipelineConfig:
     sequences: SequenceConfig = field(default_factory=SequenceConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     user: UserConfig = field(default_factory=UserConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)

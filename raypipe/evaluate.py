@@ -54,6 +54,37 @@ def most_popular(histories: list[list[str]], targets: list, exclude: list[set],
     return _at_k(np.array(ranks, np.int64), n, ks)
 
 
+def cooccurrence(histories: list[list[str]], targets: list, exclude: list[set], ks=(10, 20),
+                 window: int = 3, recent: int = 3) -> dict:
+    """Baseline: item-to-item co-occurrence. Counts how often item b follows item a within
+    `window` steps in the histories; a user's candidates are the followers of their `recent`
+    latest items, weighted 1, 1/2, 1/4... from the latest, minus excluded items."""
+    ids, rows = np.unique(np.concatenate([np.asarray(h, object) for h in histories]
+                                         or [np.zeros(0, object)]).astype(str),
+                          return_inverse=True)
+    seqs = np.split(rows, np.cumsum([len(h) for h in histories])[:-1])
+    pairs = np.concatenate([np.stack([s[:-g], s[g:]], 1) for s in seqs for g in
+                            range(1, window + 1) if len(s) > g] or [np.zeros((0, 2), int)])
+    key, count = np.unique(pairs[:, 0] * len(ids) + pairs[:, 1], return_counts=True)
+    src, dst = key // len(ids), key % len(ids)
+    start = np.searchsorted(src, np.arange(len(ids) + 1))
+    depth, ranks = max(ks), []
+    for seq, target, excl in zip(seqs, targets, exclude):
+        if target is None:
+            continue
+        score: dict[int, float] = {}
+        for age, a in enumerate(seq[::-1][:recent]):
+            for b, c in zip(dst[start[a]:start[a + 1]].tolist(),
+                            count[start[a]:start[a + 1]].tolist()):
+                score[b] = score.get(b, 0.0) + c * 0.5 ** age
+        ranked = sorted(score, key=lambda b: (-score[b], b))
+        top = [ids[b] for b in ranked if ids[b] not in excl][:depth]
+        if target in top:
+            ranks.append(top.index(target) + 1)
+    n = sum(t is not None for t in targets)
+    return _at_k(np.array(ranks, np.int64), n, ks)
+
+
 def adjusted_rand_index(a, b) -> float:
     """Agreement of two labelings of the same items, 1.0 = identical up to renaming,
     about 0 for random labelings (Hubert & Arabie 1985)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -15,15 +16,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+import torch
 
 from raypipe import __version__, synthetic
 from raypipe.artifacts import ArtifactWriter
 from raypipe.config import PipelineConfig, SourceConfig
-from raypipe.evaluate import adjusted_rand_index, metrics_from_recs, most_popular
+from raypipe.evaluate import adjusted_rand_index, cooccurrence, metrics_from_recs, most_popular
 from raypipe.jobs import ingest, runtime
 from raypipe.jobs.embedding import embed_texts
 from raypipe.jobs.segments import SegmentModel, fit_segments, profile_users, recommend_users
-from raypipe.jobs.users import Catalogue, user_vectors
+from raypipe.encoder import item_vectors as encoder_item_vectors
+from raypipe.jobs.training import encoder_user_vectors, fit_encoder
+from raypipe.jobs.users import Catalogue, profiled, user_vectors
 from raypipe.kmeans_shard import shard_predict
 from raypipe.profiles import summarize_segments
 from raypipe.recommend import segment_rankings
@@ -95,13 +99,11 @@ def run(cfg: PipelineConfig) -> dict:
                                                    "vector": to_arrow(item_vectors)}))
         catalogue = Catalogue(items["item_id"].to_pylist(), items["text"].to_pylist(),
                               item_vectors)
+        users, catalogue, training = user_stage(seqs, catalogue, requested, cfg, out, t)
         catalogue_ref = [ray.put(catalogue)]
-        with t("user_embeddings"):
-            users = user_vectors(seqs, catalogue, cfg)
-            out.dataset("user_embeddings", users.select_columns(["user_id", "vector"]))
         with t("segments"):
             km = fit_segments(users, cfg.kmeans)
-            item_segment = shard_predict(item_vectors, km.cluster_centers_)
+            item_segment = shard_predict(catalogue.vectors, km.cluster_centers_)
             out.table("centroids", pa.table({
                 "segment": pa.array(range(len(km.cluster_centers_)), pa.int32()),
                 "vector": to_arrow(km.cluster_centers_)}))
@@ -125,7 +127,7 @@ def run(cfg: PipelineConfig) -> dict:
         if metrics:
             out.json("metrics.json", metrics)
         manifest = json.loads(json.dumps(build_manifest(
-            requested, cfg, rows, item_rows, seqs, users, km, t, metrics, out.tables),
+            requested, cfg, rows, item_rows, seqs, users, km, t, metrics, out.tables, training),
             default=str))                  # exactly what the file will hold
         out.json("manifest.json", manifest)
         out.commit()
@@ -133,6 +135,44 @@ def run(cfg: PipelineConfig) -> dict:
         out.abort()
         raise
     return manifest
+
+
+def user_stage(seqs, catalogue: Catalogue, requested: PipelineConfig, cfg: PipelineConfig,
+               out: ArtifactWriter, t: Timings):
+    """Sequences -> (user vectors, the catalogue in the users' vector space, training summary).
+    `pooled` and `text` users live in the text model's space; `encoder` users and items in
+    the trained encoder's, whose item vectors then serve retrieval and segments."""
+    if cfg.user_repr != "encoder":
+        with t("user_embeddings"):
+            users = user_vectors(seqs, catalogue, cfg)
+            out.dataset("user_embeddings", users.select_columns(["user_id", "vector"]))
+        return users, catalogue, None
+    with t("encoder"):
+        storage = cfg.encoder.storage or f"{requested.output.rstrip('/')}.train"
+        if "://" not in storage:
+            storage = os.path.abspath(storage)
+        trained, training = fit_encoder(profiled(seqs), catalogue, [ray.put(catalogue)], cfg,
+                                        storage, data_key(requested))
+        buf = io.BytesIO()
+        torch.save(trained.to_file(), buf)
+        out.bytes("encoder.pt", buf.getvalue())
+    with t("user_embeddings"):
+        users = encoder_user_vectors(profiled(seqs), [ray.put(catalogue)], [ray.put(trained)])
+        out.dataset("user_embeddings",
+                    users.select_columns(["user_id", "vector", "segment_vector"]))
+        space = Catalogue(catalogue.item_ids, catalogue.texts,
+                          encoder_item_vectors(trained.model()))
+        out.table("item_vectors", pa.table({"item_id": space.item_ids,
+                                            "vector": to_arrow(space.vectors)}))
+    return users, space, training
+
+
+def data_key(cfg: PipelineConfig) -> str:
+    """What the encoder's training data depends on: a resumed run must have the same."""
+    d = cfg.to_dict()
+    keep = {k: d[k] for k in ("synthetic", "source", "clean", "sequences", "embed")}
+    keep["holdout"] = d["eval"]["holdout"]
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def planted_agreement(out: ArtifactWriter, truth_path: str) -> dict:
@@ -154,8 +194,9 @@ def evaluate(out: ArtifactWriter, users, cfg: PipelineConfig) -> dict:
     histories = u["item_ids"].to_pylist()
     exclude = [{i for i, e in zip(h, t) if e == "purchase"} if cfg.recommend.exclude_purchased
                else set() for h, t in zip(histories, u["event_types"].to_pylist())]
-    metrics["most_popular"] = most_popular(histories, u["target_item"].to_pylist(), exclude,
-                                           cfg.eval.ks)
+    targets = u["target_item"].to_pylist()
+    metrics["most_popular"] = most_popular(histories, targets, exclude, cfg.eval.ks)
+    metrics["cooccurrence"] = cooccurrence(histories, targets, exclude, cfg.eval.ks)
     return {"protocol": "leave-one-out: last item = test, second last = validation; full "
                         "ranking over all items; purchased history items excluded"
                         if cfg.recommend.exclude_purchased else
@@ -164,9 +205,8 @@ def evaluate(out: ArtifactWriter, users, cfg: PipelineConfig) -> dict:
 
 
 def build_manifest(requested, cfg, rows, item_rows, seqs, users, km, timings, metrics,
-                   tables) -> dict:
+                   tables, training) -> dict:
     import faiss
-    import torch
     import transformers
     n_users = seqs.count()
     return {
@@ -184,4 +224,5 @@ def build_manifest(requested, cfg, rows, item_rows, seqs, users, km, timings, me
         "kmeans": {"n_clusters": int(km.n_clusters), "inertia": float(km.inertia_),
                    "n_iter": int(km.n_iter_)},
         "seconds": dict(timings), "metrics": metrics, "tables": tables,
+        **({"encoder": training} if training else {}),
     }

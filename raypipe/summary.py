@@ -12,6 +12,13 @@ def render(m: dict) -> str:
              f"users      {users['profiled']:,} profiled ({users['too_short']:,} too short)",
              f"segments   {m['kmeans']['n_clusters']} (inertia {m['kmeans']['inertia']:.2f}, "
              f"{m['kmeans']['n_iter']} iterations)"]
+    enc = m.get("encoder")
+    if enc:
+        lines.append(f"encoder    {enc['epochs']} epochs on {enc['workers']} {enc['device']} "
+                     f"worker(s), best epoch {enc['best_epoch']} (valid NDCG@10 "
+                     f"{enc['valid_ndcg@10']:.4f}), {enc['seconds_per_epoch']:.1f} s/epoch"
+                     + (f", resumed after epoch {enc['resumed_from_epoch']}"
+                        if enc['resumed_from_epoch'] else ""))
     planted = (m.get("metrics") or {}).get("planted")
     if planted:
         lines.append(f"planted    ARI {planted['ari']:.3f} between segments found and the "

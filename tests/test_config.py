@@ -5,7 +5,7 @@ from raypipe.config import PipelineConfig, SourceConfig, apply_overrides, load_c
 
 def test_defaults_are_valid_and_hash_is_stable():
     assert PipelineConfig().hash() == PipelineConfig().hash()
-    assert PipelineConfig().user_repr == "pooled"
+    assert PipelineConfig().user_repr == "encoder"
 
 
 def test_dotted_overrides_parse_values_as_yaml():

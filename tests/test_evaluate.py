@@ -3,7 +3,7 @@ import math
 import pyarrow as pa
 import pytest
 
-from raypipe.evaluate import metrics_from_recs, most_popular
+from raypipe.evaluate import cooccurrence, metrics_from_recs, most_popular
 
 
 def test_metrics_from_rows_hand_computed():
@@ -38,3 +38,12 @@ def test_adjusted_rand_index_matches_scikit_learn():
     assert adjusted_rand_index([0, 0, 1, 1], [5, 5, 2, 2]) == 1.0
     mixed = np.where(rng.random(500) < 0.8, a, b)
     assert adjusted_rand_index(a, mixed) == pytest.approx(adjusted_rand_score(a, mixed))
+
+
+def test_cooccurrence_recommends_the_item_that_follows():
+    histories = [["a", "b", "c"], ["a", "b", "d"], ["x", "a"]]
+    # After "a", "b" followed twice: the third user's target "b" is ranked first.
+    out = cooccurrence(histories, [None, None, "b"], [set(), set(), set()], ks=(1,))
+    assert out == {"users": 1, "recall@1": 1.0, "ndcg@1": 1.0}
+    out = cooccurrence(histories, [None, None, "b"], [set(), set(), {"b"}], ks=(1,))
+    assert out["recall@1"] == 0.0

@@ -18,15 +18,16 @@ TABLES = ["items", "item_embeddings", "sequences", "user_embeddings", "centroids
           "segments", "recommendations", "quarantine"]
 
 
-@pytest.fixture(scope="module")
-def result(ray_session, tmp_path_factory):
+@pytest.fixture(scope="module", params=["encoder", "pooled"])
+def result(request, ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     paths = generate(SyntheticConfig(users=600, items=300, events=15000, segments=4, seed=1),
                      str(root / "data"))
     cfg = PipelineConfig(output=str(root / "out"),
                          source=SourceConfig(kind="events", input=paths["events"],
                                              items=paths["items"]))
-    cfg = apply_overrides(cfg, ["kmeans.n_clusters=4", "eval.holdout=last", "recommend.k=10"])
+    cfg = apply_overrides(cfg, ["kmeans.n_clusters=4", "eval.holdout=last", "recommend.k=10",
+                                f"user_repr={request.param}"])
     manifest = run(cfg)
     return cfg.output, manifest, paths
 
@@ -39,6 +40,10 @@ def test_every_table_and_the_manifest_are_written(result):
     out, manifest, _ = result
     for name in TABLES:
         assert os.path.isdir(os.path.join(out, f"{name}.parquet")), name
+    if manifest["config"]["user_repr"] == "encoder":
+        assert os.path.isdir(os.path.join(out, "item_vectors.parquet"))
+        assert os.path.getsize(os.path.join(out, "encoder.pt")) > 0
+        assert "encoder" in manifest["seconds"]
     assert read_manifest(out) == manifest
     assert set(manifest["seconds"]) >= {"clean", "sequences", "item_embeddings", "segments",
                                         "profiles", "recommendations", "evaluate"}
@@ -59,10 +64,13 @@ def test_profiles_cover_every_user_with_valid_fields(result):
 
 
 def test_planted_segments_are_found(result):
-    out, _, paths = result
+    out, manifest, paths = result
     truth = pd.read_parquet(paths["users"])
     merged = table(out, "profiles").merge(truth, on="user_id")
-    assert adjusted_rand_score(merged.true_segment, merged.segment) >= 0.8
+    # Pooled vectors average a user's taste; the encoder's vector is the next-item intent
+    # after the latest event, a noisier view of the long-term segment on 600 users.
+    bar = 0.8 if manifest["config"]["user_repr"] == "pooled" else 0.5
+    assert adjusted_rand_score(merged.true_segment, merged.segment) >= bar
 
 
 def test_recommendations_ranked_and_purchases_excluded(result):
@@ -90,9 +98,18 @@ def test_printed_metrics_equal_metrics_recomputed_from_the_files(result):
     assert strategies["vector"]["recall@10"] > strategies["most_popular"]["recall@10"]
 
 
-def test_vectors_are_unit_length(result):
-    out, _, _ = result
-    for name in ("item_embeddings", "user_embeddings"):
+def test_vectors_are_unit_length_or_in_the_encoder_space(result):
+    out, manifest, _ = result
+    names = ["item_embeddings"]
+    if manifest["config"]["user_repr"] == "encoder":
+        users = np.stack(table(out, "user_embeddings").vector.to_numpy())
+        items = np.stack(table(out, "item_vectors").vector.to_numpy())
+        assert users.shape[1] == items.shape[1] == manifest["encoder"]["dim"]
+        assert np.isfinite(users).all() and np.isfinite(items).all()
+        assert manifest["encoder"]["epochs"] >= manifest["encoder"]["best_epoch"] >= 1
+    else:
+        names.append("user_embeddings")
+    for name in names:
         v = np.stack(table(out, name).vector.to_numpy())
         np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
 

@@ -19,11 +19,21 @@ from raypipe.users import history_rows, history_weights, pool
 from raypipe.vectors import to_numpy
 
 
+def segment_column(names) -> str:
+    """Users are segmented on `segment_vector` when they have one (the encoder's long-term
+    view), else on `vector`."""
+    return "segment_vector" if "segment_vector" in names else "vector"
+
+
 def fit_segments(users, cfg: KMeansConfig) -> KMeans:
     """User vectors in the object store -> fitted K-means (labels in block order)."""
     km = KMeans(cfg.n_clusters, init=cfg.init, n_init=cfg.n_init, max_iter=cfg.max_iter,
                 tol=cfg.tol, random_state=cfg.seed)
-    return km.fit(RayShards.from_dataset(users, "vector"))
+    return km.fit(RayShards.from_dataset(users, segment_column(users.schema().names)))
+
+
+def _segments(batch: pa.Table, centroids: np.ndarray):
+    return nearest_segments(to_numpy(batch[segment_column(batch.column_names)]), centroids)
 
 
 class SegmentModel:
@@ -40,7 +50,7 @@ def _history(batch: pa.Table, catalogue, cfg):
 
 def _profiles(batch: pa.Table, catalogue, model) -> pa.Table:
     cat, m = fetch(catalogue[0]), fetch(model[0])
-    seg, dist, conf = nearest_segments(to_numpy(batch["vector"]), m.centroids)
+    seg, dist, conf = _segments(batch, m.centroids)
     idx, w = _history(batch, cat, m.cfg)
     top, weights = interests(idx, w, m.item_segment, len(m.centroids), m.cfg.profiles.top_interests)
     counts = ["n_events"] + [f"n_{e}" for e in EVENT_TYPES]
@@ -55,7 +65,7 @@ def _profiles(batch: pa.Table, catalogue, model) -> pa.Table:
 
 def _mass(batch: pa.Table, catalogue, model) -> pa.Table:
     cat, m = fetch(catalogue[0]), fetch(model[0])
-    seg, _, _ = nearest_segments(to_numpy(batch["vector"]), m.centroids)
+    seg, _, _ = _segments(batch, m.centroids)
     idx, w = _history(batch, cat, m.cfg)
     return segment_item_mass(seg, idx, w)
 
@@ -65,7 +75,7 @@ def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
     rec = cached(f"rec-{rankings[0].hex()}", lambda: Recommender(
         cat.item_ids, cat.vectors, fetch(rankings[0]), m.cfg.recommend))
     vectors = to_numpy(batch["vector"])
-    seg, _, _ = nearest_segments(vectors, m.centroids)
+    seg, _, _ = _segments(batch, m.centroids)
     idx = history_rows(batch["item_ids"], cat.index())
     if m.cfg.user_repr == "pooled":
         recent = dataclasses.replace(m.cfg.user, half_life=m.cfg.recommend.query_half_life)

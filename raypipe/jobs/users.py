@@ -40,10 +40,15 @@ def _render(batch: pa.Table, catalogue) -> pa.Table:
     return batch.append_column("sequence_text", pa.array(texts, pa.string()))
 
 
+def profiled(seqs):
+    """The users that get vectors and profiles: all but the too-short ones."""
+    return seqs.filter(expr=col("too_short") == False)  # noqa: E712 (an expression)
+
+
 def user_vectors(seqs, catalogue: Catalogue, cfg: PipelineConfig):
     """Sequences (too-short users left out) -> the same rows plus `vector` (materialized)."""
     ref = [ray.put(catalogue)]
-    users = seqs.filter(expr=col("too_short") == False)  # noqa: E712 (an expression)
+    users = profiled(seqs)
     if cfg.user_repr == "pooled":
         return users.map_batches(_pooled, batch_format="pyarrow",
                                  fn_kwargs={"catalogue": ref, "cfg": cfg.user}).materialize()

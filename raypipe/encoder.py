@@ -1,0 +1,347 @@
+"""Sequence encoder: a causal Transformer over a user's item sequence, and its training loop.
+Plain torch; knows nothing about Ray (jobs/training.py wraps `fit` in Ray Train).
+
+Items are catalogue rows; in the integer sequences row r is stored as r + 1 and 0 pads on the
+left, so the most recent event is always the last column. An item's vector is a learned
+adaptor of its frozen text vector plus, optionally, a learned id vector: an item with text but
+no training events still gets a vector (cold start). The user vector is the last position's
+output, in the same space as the items; items are scored by dot product.
+
+Leave-one-out splits of a history h (the test target, if any, already removed):
+training pairs come from h[:-1] (each item predicts the next), validation asks h[:-1] for
+h[-1], and the final user vector reads all of h.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raypipe.config import EncoderConfig
+from raypipe.schema import EVENT_TYPES
+
+log = logging.getLogger(__name__)
+EVENT_IDS = {e: i + 1 for i, e in enumerate(EVENT_TYPES)}     # 0 pads
+PURCHASE = EVENT_IDS["purchase"]
+
+
+def encode_histories(item_rows: list[np.ndarray], event_types: list[list[str]],
+                     width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per user (catalogue rows, event types), oldest first -> (n, width) int64 item ids
+    (row + 1) and event ids, left-padded with 0, keeping the last `width` events."""
+    n = len(item_rows)
+    items, events = np.zeros((n, width), np.int64), np.zeros((n, width), np.int64)
+    for u, (rows, types) in enumerate(zip(item_rows, event_types)):
+        rows, types = np.asarray(rows)[-width:], list(types)[-width:]
+        if len(rows):
+            items[u, width - len(rows):] = rows + 1
+            events[u, width - len(rows):] = [EVENT_IDS.get(t, 0) for t in types]
+    return items, events
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block; `allowed` (B, 1, L, L) says which keys a query may see."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        # No bias on q, k, v: a key bias cannot change attention, so its gradient is only
+        # rounding noise, which Adam would turn into steps.
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, self.heads, d // self.heads) \
+            .permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, length, d)))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class SequenceEncoder(nn.Module):
+    """(B, L) item ids and event ids -> (B, L, dim) states; `item_table()` -> (n + 1, dim)."""
+
+    def __init__(self, n_items: int, text_vectors: np.ndarray | None, cfg: EncoderConfig,
+                 max_length: int):
+        super().__init__()
+        d = cfg.dim
+        self.n_items, self.max_length = n_items, max_length
+        if cfg.text:
+            if text_vectors is None or len(text_vectors) != n_items:
+                raise ValueError(f"encoder.text=true needs one text vector per item "
+                                 f"({n_items}); got {None if text_vectors is None else len(text_vectors)}")
+            # Frozen inputs, not parameters: kept out of the state dict and checkpoints.
+            self.register_buffer("text", torch.tensor(np.asarray(text_vectors, np.float32)),
+                                 persistent=False)
+            self.adaptor = nn.Sequential(nn.Linear(text_vectors.shape[1], d), nn.LayerNorm(d))
+        self.ids = nn.Embedding(n_items, d) if cfg.item_ids else None
+        if self.ids is not None:
+            nn.init.normal_(self.ids.weight, std=0.02 if cfg.text else 0.1)
+        self.position = nn.Embedding(max_length, d)     # counted back from the latest event
+        self.event = nn.Embedding(len(EVENT_IDS) + 1, d)
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
+        self.norm, self.drop = nn.LayerNorm(d), nn.Dropout(cfg.dropout)
+
+    def item_table(self) -> torch.Tensor:
+        """(n_items + 1, dim) item vectors; row 0 (padding) is zero."""
+        table = 0
+        if hasattr(self, "adaptor"):
+            table = self.adaptor(self.text)
+        if self.ids is not None:
+            table = table + self.ids.weight
+        return F.pad(table, (0, 0, 1, 0))
+
+    def forward(self, items: torch.Tensor, events: torch.Tensor):
+        """-> (states (B, L, dim), item table (n + 1, dim)); both come out of forward so that
+        DistributedDataParallel sees every parameter used."""
+        table = self.item_table()
+        length = items.shape[1]
+        if length > self.max_length:
+            items, events, length = items[:, -self.max_length:], events[:, -self.max_length:], \
+                self.max_length
+        back = torch.arange(length - 1, -1, -1, device=items.device)
+        x = table[items] + self.position(back)[None] + self.event(events)
+        x = self.drop(x * (items > 0).unsqueeze(-1))
+        valid = items > 0
+        causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+        allowed = causal[None] & valid[:, None, :]
+        allowed = allowed | torch.eye(length, dtype=torch.bool, device=items.device)[None]
+        allowed = allowed.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.norm(x), table
+
+    def user_vectors(self, items: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, dim): the state after each user's latest event."""
+        return self(items, events)[0][:, -1]
+
+
+def next_item_loss(states, table, labels, cfg: EncoderConfig, generator=None):
+    """Sum of cross-entropies of the next item at every labelled position (labels > 0), over
+    the whole catalogue, or over shared uniform negatives for the sampled loss.
+    -> (loss sum, number of labelled positions)."""
+    keep = labels > 0
+    h, y = states[keep], labels[keep] - 1
+    items = table[1:]
+    sampled = cfg.loss == "sampled" or (cfg.loss == "auto" and len(items) > 100_000)
+    if not sampled:
+        return F.cross_entropy(h @ items.T, y, reduction="sum"), len(y)
+    neg = torch.randint(len(items), (cfg.negatives,), device=h.device, generator=generator)
+    logits = torch.cat([(h * items[y]).sum(-1, keepdim=True), h @ items[neg].T], dim=1)
+    logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == y[:, None], float("-inf"))
+    return F.cross_entropy(logits, torch.zeros_like(y), reduction="sum"), len(y)
+
+
+def crop(items: np.ndarray, *others: np.ndarray):
+    """Drop the left columns that are padding in every row (batches of short histories)."""
+    used = np.flatnonzero((items > 0).any(0))
+    start = used[0] if len(used) else items.shape[1] - 1
+    return (items[:, start:], *(o[:, start:] for o in others))
+
+
+@torch.no_grad()
+def rank_metrics(model, items, events, targets, mask_purchased: bool, device, k: int = 10,
+                 batch_size: int = 1024) -> np.ndarray:
+    """Validation: (n, L) inputs and (n,) target ids -> [sum of NDCG@k, sum of Recall@k, n],
+    full ranking over the catalogue, purchased input items left out when asked."""
+    model.eval()
+    out = np.zeros(3)
+    for s in range(0, len(items), batch_size):
+        x, e = crop(items[s:s + batch_size], events[s:s + batch_size])
+        x, e = torch.as_tensor(x, device=device), torch.as_tensor(e, device=device)
+        y = torch.as_tensor(targets[s:s + batch_size], device=device)
+        states, table = model(x, e)
+        scores = states[:, -1] @ table.T
+        scores[:, 0] = -torch.inf
+        if mask_purchased:
+            hidden = torch.where(e == PURCHASE, x, torch.zeros_like(x))
+            target_score = scores.gather(1, y[:, None])
+            scores.scatter_(1, hidden, -torch.inf)
+            scores.scatter_(1, y[:, None], target_score)      # a repurchase still counts
+        rank = (scores > scores.gather(1, y[:, None])).sum(1)
+        hit = rank < k
+        out += [(hit / torch.log2(rank.float() + 2)).sum().item(), hit.sum().item(), len(y)]
+    model.train()
+    return out
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng) -> list[np.ndarray]:
+    """Row indices in batches of about equal history length (little padding), in random
+    order: a random permutation is cut into windows of 32 batches, each sorted by length."""
+    order = rng.permutation(len(lengths))
+    window = 32 * batch_size
+    batches = []
+    for s in range(0, len(order), window):
+        chunk = order[s:s + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+@dataclass
+class Splits:
+    """Integer views of the histories for training and validation (see the module doc)."""
+    train_items: np.ndarray     # (n_train, L) inputs; labels are the next column
+    train_events: np.ndarray
+    valid_items: np.ndarray     # (n_valid, L) inputs
+    valid_events: np.ndarray
+    valid_targets: np.ndarray   # (n_valid,) item ids
+
+
+def split(items: np.ndarray, events: np.ndarray) -> Splits:
+    """(n, W) encoded histories -> training rows (histories minus their last item, at least
+    two items) and validation rows (at least two items: all but the last -> the last)."""
+    length = (items > 0).sum(1)
+    tr, va = length >= 3, length >= 2
+    return Splits(items[tr, :-1], events[tr, :-1], items[va, :-1], events[va, :-1],
+                  items[va, -1])
+
+
+@dataclass
+class Hooks:
+    """How the loop talks to its environment: Ray Train supplies these; the defaults run in
+    one process. `reduce` sums an array over workers; `report(metrics, state)` is called
+    after every epoch with the full resumable state."""
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+    reduce: Callable[[np.ndarray], np.ndarray] = lambda a: a
+    report: Callable[[dict, dict], None] = lambda metrics, state: None
+    wrap: Callable[[nn.Module], nn.Module] = lambda m: m
+
+
+def fit(data: Splits, n_items: int, text_vectors: np.ndarray | None, cfg: EncoderConfig,
+        max_length: int, *, mask_purchased: bool = True, hooks: Hooks | None = None,
+        resume: dict | None = None) -> tuple[dict, dict]:
+    """Train on next-item prediction with AdamW, early stopping on validation NDCG@10.
+    Every worker sees the same global batches and trains on its slice of each, so the result
+    does not depend on the number of workers. -> (best state dict, training summary)."""
+    hooks = hooks or Hooks()
+    torch.manual_seed(cfg.seed)
+    model = SequenceEncoder(n_items, text_vectors, cfg, max_length).to(hooks.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    st = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad": 0, "history": [],
+          "best_state": None, "resumed_from": 0}
+    if resume:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        st = {k: resume[k] for k in st}
+        st["resumed_from"] = resume["epoch"]
+    net = hooks.wrap(model)
+    lengths = (data.train_items > 0).sum(1)
+    positions = max(int((lengths - 1).sum()), 1)
+    while st["epoch"] < cfg.epochs and st["bad"] < cfg.patience:
+        epoch = st["epoch"]
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + hooks.rank)
+        batches = length_batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]))
+        # Each labelled position weighs the same whatever its batch: DDP averages gradients
+        # over workers, so a worker's share is scaled by the number of workers.
+        scale = hooks.world * len(batches) / positions
+        sums = np.zeros(2)
+        for rows in batches:
+            x, e = crop(data.train_items[rows], data.train_events[rows])
+            x, e = x[hooks.rank::hooks.world], e[hooks.rank::hooks.world]
+            x, e = torch.as_tensor(x, device=hooks.device), torch.as_tensor(e, device=hooks.device)
+            labels = torch.where(x[:, :-1] > 0, x[:, 1:], torch.zeros_like(x[:, 1:]))
+            states, table = net(x[:, :-1], e[:, :-1])
+            loss, count = next_item_loss(states, table, labels, cfg)
+            (loss * scale).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sums += [loss.item(), count]
+        part = slice(hooks.rank, None, hooks.world)
+        ndcg, recall, count = hooks.reduce(rank_metrics(
+            model, data.valid_items[part], data.valid_events[part], data.valid_targets[part],
+            mask_purchased, hooks.device))
+        sums = hooks.reduce(sums)
+        metrics = {"epoch": epoch + 1, "train_loss": round(float(sums[0] / max(sums[1], 1)), 4),
+                   "valid_ndcg@10": round(float(ndcg / max(count, 1)), 5),
+                   "valid_recall@10": round(float(recall / max(count, 1)), 5)}
+        st["epoch"] = epoch + 1
+        st["history"].append(metrics)
+        if metrics["valid_ndcg@10"] > st["best"]:
+            st.update(best=metrics["valid_ndcg@10"], best_epoch=epoch + 1, bad=0,
+                      best_state=copy.deepcopy(model.state_dict()))
+        else:
+            st["bad"] += 1
+        if hooks.rank == 0:
+            log.info("encoder epoch %d: loss %.4f, valid NDCG@10 %.4f, Recall@10 %.4f",
+                     epoch + 1, metrics["train_loss"], metrics["valid_ndcg@10"],
+                     metrics["valid_recall@10"])
+        hooks.report(metrics, {**st, "model": model.state_dict(),
+                               "optimizer": opt.state_dict()})
+    summary = {"epochs": st["epoch"], "best_epoch": st["best_epoch"],
+               "resumed_from_epoch": st["resumed_from"],
+               "valid_ndcg@10": st["best"], "history": st["history"],
+               "stopped": "early" if st["bad"] >= cfg.patience else "max_epochs"}
+    return st["best_state"] or model.state_dict(), summary
+
+
+def load(state: dict, n_items: int, text_vectors, cfg: EncoderConfig, max_length: int,
+         device: str = "cpu") -> SequenceEncoder:
+    """A trained encoder in eval mode from its state dict."""
+    model = SequenceEncoder(n_items, text_vectors, cfg, max_length)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+@dataclass
+class TrainedEncoder:
+    """Everything needed to rebuild a trained encoder: shipped to Ray workers, saved in the
+    artifacts (`encoder.pt`, without the text vectors, which item_embeddings holds)."""
+    state: dict
+    cfg: EncoderConfig
+    n_items: int
+    max_length: int
+    text_vectors: np.ndarray | None = None
+
+    def model(self, device: str = "cpu") -> SequenceEncoder:
+        return load(self.state, self.n_items, self.text_vectors if self.cfg.text else None,
+                    self.cfg, self.max_length, device)
+
+    def to_file(self) -> dict:
+        return {"state": self.state, "cfg": dataclasses.asdict(self.cfg),
+                "n_items": self.n_items, "max_length": self.max_length}
+
+    @classmethod
+    def from_file(cls, obj: dict, text_vectors: np.ndarray | None) -> "TrainedEncoder":
+        return cls(obj["state"], EncoderConfig(**obj["cfg"]), obj["n_items"],
+                   obj["max_length"], text_vectors)
+
+
+@torch.no_grad()
+def infer(model: SequenceEncoder, items: np.ndarray, events: np.ndarray,
+          batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(n, L) encoded histories -> two (n, dim) float32 views of each user: the state after
+    the latest event (what comes next: the retrieval query) and the mean state over the
+    history (the long-term taste: what segments are made of)."""
+    device = next(model.parameters()).device
+    last, mean = [], []
+    for s in range(0, len(items), batch_size):
+        x, e = crop(items[s:s + batch_size], events[s:s + batch_size])
+        x, e = torch.as_tensor(x, device=device), torch.as_tensor(e, device=device)
+        states = model(x, e)[0].float()
+        valid = (x > 0).unsqueeze(-1).float()
+        last.append(states[:, -1].cpu().numpy())
+        mean.append(((states * valid).sum(1) / valid.sum(1).clamp(min=1)).cpu().numpy())
+    if not last:
+        empty = np.zeros((0, model.norm.normalized_shape[0]), np.float32)
+        return empty, empty
+    return np.concatenate(last), np.concatenate(mean)
+
+
+@torch.no_grad()
+def item_vectors(model: SequenceEncoder) -> np.ndarray:
+    """(n_items, dim) float32 item vectors in the users' space (catalogue order)."""
+    return model.item_table()[1:].float().cpu().numpy()

@@ -1,0 +1,188 @@
+"""Ray Train around `encoder.fit`: a TorchTrainer with ScalingConfig(num_workers, use_gpu),
+the encoded histories fed from a Ray Dataset, checkpoints through Ray Train.
+
+Every worker reads the whole (small, integer) history dataset and trains on its slice of each
+global batch, so any number of workers gives the run one worker gives (DDP averages the
+gradients). A run is named after a hash of its inputs and settings: re-running the same
+command with the same storage resumes from the latest checkpoint instead of starting over.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from raypipe.config import EncoderConfig
+from raypipe.jobs.runtime import cached, fetch, resources
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+
+
+def encode_users(users, catalogue_ref, width: int):
+    """User sequences -> rows (user_id, items (width,) int64, events (width,) int64)."""
+    return users.map_batches(_encode, batch_format="pyarrow",
+                             fn_kwargs={"catalogue": catalogue_ref, "width": width})
+
+
+def _encode(batch: pa.Table, catalogue, width: int) -> dict:
+    from raypipe.encoder import encode_histories
+    from raypipe.users import history_rows
+    cat = fetch(catalogue[0])
+    items, events = encode_histories(history_rows(batch["item_ids"], cat.index()),
+                                     batch["event_types"].to_pylist(), width)
+    return {"user_id": batch["user_id"].to_numpy(zero_copy_only=False),
+            "items": items, "events": events}
+
+
+def read_encoded(it) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset iterator of encoded rows -> (items, events) in user-id order, so the run
+    does not depend on block order."""
+    users, items, events = [], [], []
+    for b in it.iter_batches(batch_size=None, batch_format="numpy"):
+        users.append(b["user_id"]), items.append(b["items"]), events.append(b["events"])
+    if not users:
+        raise ValueError("the encoder's training dataset is empty")
+    order = np.argsort(np.concatenate(users).astype(str), kind="stable")
+    return np.concatenate(items)[order], np.concatenate(events)[order]
+
+
+def _train_loop(config: dict) -> None:
+    """Runs in each Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    from raypipe import encoder
+    if config["threads"]:
+        torch.set_num_threads(config["threads"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    items, events = read_encoded(ray.train.get_dataset_shard("train"))
+    text = ray.get(config["text"]) if config["text"] is not None else None
+
+    def reduce(a: np.ndarray) -> np.ndarray:
+        if world == 1:
+            return a
+        t = torch.as_tensor(a, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.numpy()
+
+    def report(metrics: dict, state: dict) -> None:
+        if rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+        else:
+            _report_with_checkpoint(metrics, state)
+        if metrics["epoch"] == config["crash_after_epoch"]:
+            raise RuntimeError(f"injected failure after epoch {metrics['epoch']}")
+
+    def _report_with_checkpoint(metrics: dict, state: dict) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, os.path.join(d, STATE_FILE))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            resume = torch.load(os.path.join(d, STATE_FILE), map_location="cpu")
+        log.info("encoder: resuming after epoch %d", resume["epoch"])
+    hooks = encoder.Hooks(rank=rank, world=world, device=str(ray.train.torch.get_device()),
+                          reduce=reduce, report=report,
+                          wrap=lambda m: ray.train.torch.prepare_model(m, move_to_device=False)
+                          if world > 1 else m)
+    encoder.fit(encoder.split(items, events), config["n_items"], text, config["cfg"],
+                config["max_length"], mask_purchased=config["mask_purchased"], hooks=hooks,
+                resume=resume)
+
+
+def run_name(cfg: EncoderConfig, n_items: int, max_length: int, mask_purchased: bool,
+             data_key: str) -> str:
+    blob = json.dumps([repr(cfg), n_items, max_length, mask_purchased, data_key]).encode()
+    return "encoder-" + hashlib.sha256(blob).hexdigest()[:16]
+
+
+def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: EncoderConfig,
+                  max_length: int, storage: str, data_key: str, mask_purchased: bool = True,
+                  max_failures: int = 2, crash_after_epoch: int | None = None
+                  ) -> tuple[dict, dict]:
+    """Encoded histories (a Ray Dataset) -> (best state dict, training summary), trained by
+    Ray Train; checkpoints under `storage`/<run name>. A failed worker group is restarted
+    from the latest checkpoint up to `max_failures` times. `crash_after_epoch` injects a
+    failure once that epoch's checkpoint is saved (tests of resumption)."""
+    import torch
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    cpus, gpus = resources()
+    use_gpu = bool(gpus) if cfg.use_gpu is None else cfg.use_gpu
+    threads = cfg.cpus_per_worker or max(1, cpus // cfg.num_workers)
+    scaling = ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
+                            resources_per_worker=None if use_gpu else {"CPU": threads})
+    name = run_name(cfg, n_items, max_length, mask_purchased, data_key)
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"cfg": cfg, "n_items": n_items, "max_length": max_length,
+                           "mask_purchased": mask_purchased, "threads": 0 if use_gpu else threads,
+                           "crash_after_epoch": crash_after_epoch,
+                           "text": None if text_vectors is None else ray.put(text_vectors)},
+        scaling_config=scaling,
+        datasets={"train": encoded.materialize()},
+        dataset_config=DataConfig(datasets_to_split=[]),
+        run_config=RunConfig(name=name, storage_path=storage,
+                             checkpoint_config=CheckpointConfig(num_to_keep=1),
+                             failure_config=FailureConfig(max_failures=max_failures)))
+    log.info("encoder: training %s with %d worker(s), %s, storage %s", name, cfg.num_workers,
+             "GPU" if use_gpu else f"{threads} CPU threads each", storage)
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu")
+    summary = {"run": name, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+               "resumed_from_epoch": state.get("resumed_from", 0),
+               "valid_ndcg@10": state["best"], "history": state["history"],
+               "workers": cfg.num_workers, "device": "cuda" if use_gpu else "cpu",
+               "dim": cfg.dim}
+    return state["best_state"], summary
+
+
+def fit_encoder(users, catalogue, catalogue_ref, cfg, storage: str, data_key: str):
+    """Pipeline stage: user sequences -> a TrainedEncoder and its training summary."""
+    from raypipe.encoder import TrainedEncoder
+    width = cfg.sequences.max_length
+    encoded = encode_users(users, catalogue_ref, width)
+    text = catalogue.vectors if cfg.encoder.text else None
+    start = time.perf_counter()
+    state, summary = train_encoder(encoded, len(catalogue.item_ids), text, cfg.encoder, width,
+                                   storage, data_key, cfg.recommend.exclude_purchased)
+    trained = summary["epochs"] - summary["resumed_from_epoch"]
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    summary["seconds_per_epoch"] = round(summary["seconds"] / max(trained, 1), 2)
+    return TrainedEncoder(state, cfg.encoder, len(catalogue.item_ids), width, text), summary
+
+
+def _encoder_vectors(batch: pa.Table, catalogue, encoder) -> pa.Table:
+    from raypipe.encoder import encode_histories, infer
+    from raypipe.users import history_rows
+    from raypipe.vectors import to_arrow
+    cat = fetch(catalogue[0])
+    model = cached(f"encoder-{encoder[0].hex()}", lambda: fetch(encoder[0]).model())
+    items, events = encode_histories(history_rows(batch["item_ids"], cat.index()),
+                                     batch["event_types"].to_pylist(), model.max_length)
+    last, mean = infer(model, items, events)
+    return batch.append_column("vector", to_arrow(last)) \
+        .append_column("segment_vector", to_arrow(mean))
+
+
+def encoder_user_vectors(users, catalogue_ref, encoder_ref):
+    """User sequences -> the same rows plus the encoder's `vector` (query) and
+    `segment_vector` (taste), materialized."""
+    return users.map_batches(_encoder_vectors, batch_format="pyarrow",
+                             fn_kwargs={"catalogue": catalogue_ref,
+                                        "encoder": encoder_ref}).materialize()
