@@ -62,6 +62,9 @@ def _train_loop(config: dict) -> None:
     import torch.distributed as dist
 
     from raypipe import encoder
+    if not logging.getLogger().handlers:     # epoch lines in the job's logs
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                            datefmt="%H:%M:%S")
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     ctx = ray.train.get_context()
