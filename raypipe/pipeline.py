@@ -151,13 +151,14 @@ def user_stage(seqs, catalogue: Catalogue, requested: PipelineConfig, cfg: Pipel
         storage = cfg.encoder.storage or f"{requested.output.rstrip('/')}.train"
         if "://" not in storage:
             storage = os.path.abspath(storage)
-        trained, training = fit_encoder(profiled(seqs), catalogue, [ray.put(catalogue)], cfg,
+        catalogue_ref = [ray.put(catalogue)]
+        trained, training = fit_encoder(profiled(seqs), catalogue, catalogue_ref, cfg,
                                         storage, data_key(requested))
         buf = io.BytesIO()
         torch.save(trained.to_file(), buf)
         out.bytes("encoder.pt", buf.getvalue())
     with t("user_embeddings"):
-        users = encoder_user_vectors(profiled(seqs), [ray.put(catalogue)], [ray.put(trained)])
+        users = encoder_user_vectors(profiled(seqs), catalogue_ref, [ray.put(trained)])
         out.dataset("user_embeddings",
                     users.select_columns(["user_id", "vector", "segment_vector"]))
         space = Catalogue(catalogue.item_ids, catalogue.texts,

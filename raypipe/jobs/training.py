@@ -32,12 +32,17 @@ def encode_users(users, catalogue_ref, width: int):
                              fn_kwargs={"catalogue": catalogue_ref, "width": width})
 
 
-def _encode(batch: pa.Table, catalogue, width: int) -> dict:
+def _histories(batch: pa.Table, catalogue, width: int):
+    """A batch of user sequences -> encoded (items, events), as encoder.encode_histories."""
     from raypipe.encoder import encode_histories
     from raypipe.users import history_rows
     cat = fetch(catalogue[0])
-    items, events = encode_histories(history_rows(batch["item_ids"], cat.index()),
-                                     batch["event_types"].to_pylist(), width)
+    return encode_histories(history_rows(batch["item_ids"], cat.index()),
+                            batch["event_types"].to_pylist(), width)
+
+
+def _encode(batch: pa.Table, catalogue, width: int) -> dict:
+    items, events = _histories(batch, catalogue, width)
     return {"user_id": batch["user_id"].to_numpy(zero_copy_only=False),
             "items": items, "events": events}
 
@@ -80,17 +85,14 @@ def _train_loop(config: dict) -> None:
         return t.numpy()
 
     def report(metrics: dict, state: dict) -> None:
-        if rank != 0:
-            ray.train.report(metrics, checkpoint=None)
-        else:
-            _report_with_checkpoint(metrics, state)
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if rank == 0:       # one copy of the state; every worker must still report
+                torch.save(state, os.path.join(d, STATE_FILE))
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=checkpoint)
         if metrics["epoch"] == config["crash_after_epoch"]:
             raise RuntimeError(f"injected failure after epoch {metrics['epoch']}")
-
-    def _report_with_checkpoint(metrics: dict, state: dict) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(state, os.path.join(d, STATE_FILE))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     resume = None
     checkpoint = ray.train.get_checkpoint()
@@ -171,13 +173,10 @@ def fit_encoder(users, catalogue, catalogue_ref, cfg, storage: str, data_key: st
 
 
 def _encoder_vectors(batch: pa.Table, catalogue, encoder) -> pa.Table:
-    from raypipe.encoder import encode_histories, infer
-    from raypipe.users import history_rows
+    from raypipe.encoder import infer
     from raypipe.vectors import to_arrow
-    cat = fetch(catalogue[0])
     model = cached(f"encoder-{encoder[0].hex()}", lambda: fetch(encoder[0]).model())
-    items, events = encode_histories(history_rows(batch["item_ids"], cat.index()),
-                                     batch["event_types"].to_pylist(), model.max_length)
+    items, events = _histories(batch, catalogue, model.max_length)
     last, mean = infer(model, items, events)
     return batch.append_column("vector", to_arrow(last)) \
         .append_column("segment_vector", to_arrow(mean))
