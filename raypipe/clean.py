@@ -40,11 +40,29 @@ def parse_timestamps(raw: pa.Array) -> pa.Array:
     """Strings -> int64 epoch seconds: numbers are seconds, else ISO 8601; null if unparsable."""
     s = pd.Series(raw.to_pandas(), dtype=object)
     numeric = pd.to_numeric(s, errors="coerce")
-    iso = pd.to_datetime(s.where(numeric.isna()), format="ISO8601", utc=True, errors="coerce")
-    seconds = numeric.fillna((iso - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1))
+    seconds = numeric.fillna(_iso_seconds(s.where(numeric.isna())))
     values = seconds.to_numpy(dtype="float64")
     bad = ~np.isfinite(values)
     return pa.array(np.floor(np.where(bad, 0.0, values)).astype("int64"), mask=bad)
+
+
+def _iso_seconds(s: pd.Series) -> pd.Series:
+    """ISO 8601 strings -> float epoch seconds (NaN if unparsable). pandas' nanosecond
+    timestamps end in 2262; later dates (a typo, a sentinel) are parsed one by one."""
+    try:
+        iso = pd.to_datetime(s, format="ISO8601", utc=True, errors="coerce")
+        return (iso - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    except (pd.errors.OutOfBoundsDatetime, OverflowError):
+        return s.map(_one_iso_seconds).astype("float64")
+
+
+def _one_iso_seconds(value) -> float:
+    from datetime import datetime, timezone
+    try:
+        t = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return float("nan")
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _first_reason(checks: list[tuple[str, pa.Array]], n: int) -> pa.Array:

@@ -1,4 +1,4 @@
-"""`raypipe run | generate`: the command line."""
+"""`raypipe run | generate | serve`: the command line."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +39,19 @@ def _generate_parser(sub):
     return p
 
 
+def _serve_parser(sub):
+    p = sub.add_parser("serve", help="serve profiles and recommendations over HTTP (Ray Serve)")
+    p.add_argument("--artifacts", required=True, help="the batch job's output folder or URI")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a serve.app.ServeArgs field, e.g. max_events=200 (repeatable)")
+    p.add_argument("--address", help="Ray cluster address ('auto' on a cluster node)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    return p
+
+
 def config_from_args(args):
     """Flags -> PipelineConfig: defaults, then --config, then the source flags, then --set
     and the other flags."""
@@ -64,6 +77,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _generate_parser(sub)
+    _serve_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -73,6 +87,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "serve":
+            return _serve(args)
         return _run(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"raypipe: error: {exc}", file=sys.stderr)
@@ -85,6 +101,39 @@ def _generate(args) -> int:
                           events=args.events or 24 * args.users, seed=args.seed)
     paths = generate(cfg, args.out)
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    return 0
+
+
+def _serve(args) -> int:
+    import os
+    import time
+
+    import yaml
+    from ray import serve
+
+    from raypipe.jobs import runtime
+    from serve.app import ServeArgs, app_builder, use_fast_path_env
+    fields = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ServeArgs.model_fields:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of "
+                             f"{sorted(ServeArgs.model_fields)}")
+        fields[key] = yaml.safe_load(value)
+    serve_args = ServeArgs(artifacts=args.artifacts, **fields)
+    use_fast_path_env()
+    runtime.start(args.address, args.num_cpus)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(app_builder(serve_args), name="raypipe", route_prefix="/")
+    direct = os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "30000")
+    print(f"raypipe: serving {args.artifacts} at http://{args.host}:{args.port} "
+          f"(API docs at /docs); each replica also answers directly on its own port from "
+          f"{direct} up; Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
     return 0
 
 

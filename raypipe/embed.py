@@ -41,14 +41,16 @@ class Embedder:
         self.max_length, self.batch_size = max_length, batch_size
         self.dim = int(self.model.config.hidden_size)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], max_length: int | None = None) -> np.ndarray:
+        """texts -> (n, d) float32; `max_length` tokens per text (default: the Embedder's)."""
         import torch
 
         texts = [t if isinstance(t, str) else "" for t in texts]
         out = np.zeros((len(texts), self.dim), np.float32)
         if not texts:
             return out
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        ids = self.tokenizer(texts, truncation=True,
+                             max_length=max_length or self.max_length)["input_ids"]
         order = np.argsort([len(x) for x in ids], kind="stable")
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):

@@ -93,8 +93,18 @@ class SequenceEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
         self.norm, self.drop = nn.LayerNorm(d), nn.Dropout(cfg.dropout)
 
+    def freeze_items(self) -> "SequenceEncoder":
+        """Inference only: compute the item table once, not at every forward (a service
+        answering one sequence at a time would otherwise redo n_items adaptor rows)."""
+        self.eval()
+        with torch.no_grad():
+            self._frozen = self.item_table()
+        return self
+
     def item_table(self) -> torch.Tensor:
         """(n_items + 1, dim) item vectors; row 0 (padding) is zero."""
+        if getattr(self, "_frozen", None) is not None:
+            return self._frozen
         table = 0
         if hasattr(self, "adaptor"):
             table = self.adaptor(self.text)
@@ -102,10 +112,22 @@ class SequenceEncoder(nn.Module):
             table = table + self.ids.weight
         return F.pad(table, (0, 0, 1, 0))
 
-    def forward(self, items: torch.Tensor, events: torch.Tensor):
+    def cold_items(self, text_vectors: torch.Tensor) -> torch.Tensor:
+        """(m, text dim) texts of items the encoder never saw -> (m, dim) item vectors:
+        the adaptor alone (they have no id vector)."""
+        if not hasattr(self, "adaptor"):
+            raise ValueError("an id-only encoder (encoder.text=false) has no vector for "
+                             "items outside its catalogue")
+        return self.adaptor(text_vectors)
+
+    def forward(self, items: torch.Tensor, events: torch.Tensor,
+                extra: torch.Tensor | None = None):
         """-> (states (B, L, dim), item table (n + 1, dim)); both come out of forward so that
-        DistributedDataParallel sees every parameter used."""
+        DistributedDataParallel sees every parameter used. `extra` (m, dim): vectors of
+        items outside the catalogue, addressed as ids n + 1 .. n + m."""
         table = self.item_table()
+        if extra is not None:
+            table = torch.cat([table, extra])
         length = items.shape[1]
         if length > self.max_length:
             items, events, length = items[:, -self.max_length:], events[:, -self.max_length:], \
@@ -322,16 +344,22 @@ class TrainedEncoder:
 
 @torch.no_grad()
 def infer(model: SequenceEncoder, items: np.ndarray, events: np.ndarray,
-          batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+          batch_size: int = 1024, extra_text: np.ndarray | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
     """(n, L) encoded histories -> two (n, dim) float32 views of each user: the state after
     the latest event (what comes next: the retrieval query) and the mean state over the
-    history (the long-term taste: what segments are made of)."""
+    history (the long-term taste: what segments are made of). `extra_text` (m, text dim):
+    text vectors of items outside the catalogue, ids n + 1 .. n + m in `items`."""
     device = next(model.parameters()).device
+    extra = None
+    if extra_text is not None and len(extra_text):
+        extra = model.cold_items(torch.tensor(extra_text, dtype=torch.float32,
+                                                 device=device))
     last, mean = [], []
     for s in range(0, len(items), batch_size):
         x, e = crop(items[s:s + batch_size], events[s:s + batch_size])
         x, e = torch.as_tensor(x, device=device), torch.as_tensor(e, device=device)
-        states = model(x, e)[0].float()
+        states = model(x, e, extra)[0].float()
         valid = (x > 0).unsqueeze(-1).float()
         last.append(states[:, -1].cpu().numpy())
         mean.append(((states * valid).sum(1) / valid.sum(1).clamp(min=1)).cpu().numpy())

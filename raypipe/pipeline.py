@@ -30,7 +30,7 @@ from raypipe.jobs.training import encoder_user_vectors, fit_encoder
 from raypipe.jobs.users import Catalogue, profiled, user_vectors
 from raypipe.kmeans_shard import shard_predict
 from raypipe.profiles import summarize_segments
-from raypipe.recommend import segment_rankings
+from raypipe.recommend import segment_items_table, segment_rankings
 from raypipe.schema import QUARANTINE
 from raypipe.vectors import to_arrow, to_numpy
 
@@ -118,6 +118,7 @@ def run(cfg: PipelineConfig) -> dict:
             out.table("items", items.append_column("segment", pa.array(item_segment, pa.int32())))
         with t("recommendations"):
             rankings = segment_rankings(mass, cfg.kmeans.n_clusters, depth=1000)
+            out.table("segment_items", segment_items_table(rankings, catalogue.item_ids))
             out.dataset("recommendations",
                         recommend_users(users, catalogue_ref, model_ref, rankings))
         metrics = {"planted": planted_agreement(out, truth)} if truth else {}

@@ -15,6 +15,9 @@ import numpy as np
 import pyarrow as pa
 
 from raypipe.kmeans_shard import assign
+from raypipe.schema import EVENT_TYPES
+
+COUNTS = ("n_events",) + tuple(f"n_{e}" for e in EVENT_TYPES)
 
 STOPWORDS = frozenset("""a an and are as at be by for from has in is it its of on or the to with
     x oz pcs pack set size new inch ml fl g lb cm mm""".split())
@@ -44,6 +47,22 @@ def interests(item_index: list[np.ndarray], weights: list[np.ndarray], item_segm
         segs.append(order.tolist())
         ws.append((mass[order] / total).round(6).tolist() if total > 0 else [])
     return segs, ws
+
+
+def profile_table(user_ids, segment_vectors: np.ndarray, item_index: list[np.ndarray],
+                  weights: list[np.ndarray], counts: dict, centroids: np.ndarray,
+                  item_segment: np.ndarray, top: int) -> pa.Table:
+    """Users' segment vectors (n, d), histories (catalogue rows, weights) and event counts
+    -> `profiles` rows. The batch job and the service both make profiles here."""
+    seg, dist, conf = nearest_segments(segment_vectors, centroids)
+    segs, ws = interests(item_index, weights, item_segment, len(centroids), top)
+    return pa.table({"user_id": user_ids, "segment": pa.array(seg, pa.int32()),
+                     "distance": pa.array(dist, pa.float32()),
+                     "confidence": pa.array(conf, pa.float32()),
+                     "interests": pa.array(segs, pa.list_(pa.int32())),
+                     "interest_weights": pa.array(ws, pa.list_(pa.float32())),
+                     "history_length": pa.array([len(i) for i in item_index], pa.int32()),
+                     **{c: counts[c] for c in COUNTS}})
 
 
 def segment_item_mass(segments: np.ndarray, item_index: list[np.ndarray],

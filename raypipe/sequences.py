@@ -27,6 +27,16 @@ def _lists(values: pa.Array, offsets: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
+def _type_counts(users: np.ndarray, types: np.ndarray) -> np.ndarray:
+    """Events sorted by user -> (n_users, len(EVENT_TYPES)) counts, users in sorted order."""
+    new_user = np.r_[True, users[1:] != users[:-1]] if len(users) else np.zeros(0, bool)
+    user = np.cumsum(new_user) - 1
+    kind = pd.Categorical(types, categories=EVENT_TYPES).codes.astype(np.int64)
+    n, t = int(new_user.sum()), len(EVENT_TYPES)
+    ok = kind >= 0
+    return np.bincount(user[ok] * t + kind[ok], minlength=n * t).reshape(n, t)
+
+
 def build_sequences(events: pa.Table, cfg: SequenceConfig) -> pa.Table:
     """Events of whole users -> one sequence per user; `too_short` flags users with fewer
     than `min_length` items, which later stages set aside (and the manifest counts).
@@ -39,7 +49,7 @@ def build_sequences(events: pa.Table, cfg: SequenceConfig) -> pa.Table:
     t = events.sort_by(sort_keys)
     df = pd.DataFrame({"user": t["user_id"].to_pandas(), "item": t["item_id"].to_pandas(),
                        "type": t["event_type"].to_pandas()})
-    counts = pd.crosstab(df["user"], df["type"]).reindex(columns=list(EVENT_TYPES), fill_value=0)
+    counts = _type_counts(df["user"].to_numpy(), df["type"].to_numpy())
     if cfg.dedup_items:
         t = t.filter(pa.array(~df.duplicated(["user", "item"]).to_numpy()))
         df = df[~df.duplicated(["user", "item"])].reset_index(drop=True)
@@ -50,14 +60,13 @@ def build_sequences(events: pa.Table, cfg: SequenceConfig) -> pa.Table:
     t = t.filter(pa.array(from_end < cfg.max_length))
     offsets = np.r_[0, np.cumsum(np.minimum(lengths, cfg.max_length))]
     user_ids = users[starts]
-    c = counts.loc[user_ids]
     out = pa.table({
         "user_id": pa.array(user_ids, pa.string()),
         "item_ids": _lists(t["item_id"].combine_chunks(), offsets),
         "event_types": _lists(t["event_type"].combine_chunks(), offsets),
         "timestamps": _lists(t["timestamp"].combine_chunks(), offsets),
-        "n_events": pa.array(c.sum(1).to_numpy(), pa.int64()),
-        **{f"n_{e}": pa.array(c[e].to_numpy(), pa.int64()) for e in EVENT_TYPES},
+        "n_events": pa.array(counts.sum(1), pa.int64()),
+        **{f"n_{e}": pa.array(counts[:, j], pa.int64()) for j, e in enumerate(EVENT_TYPES)},
         "too_short": pa.array(lengths < cfg.min_length),
     }, schema=SEQUENCES)
     return out

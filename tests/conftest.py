@@ -31,3 +31,27 @@ def fake_vectors(texts, dim=16):
         seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:4], "little")
         out[i] = np.random.default_rng(seed).standard_normal(dim)
     return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(ray_session, tmp_path_factory):
+    """user_repr -> (artifacts folder, manifest, synthetic paths): one small run each, made
+    on first use and shared by the pipeline, online and serving tests."""
+    from raypipe.config import PipelineConfig, SourceConfig, SyntheticConfig, apply_overrides
+    from raypipe.pipeline import run
+    from raypipe.synthetic import generate
+    runs = {}
+
+    def get(user_repr: str):
+        if user_repr not in runs:
+            root = tmp_path_factory.mktemp(f"pipeline-{user_repr}")
+            paths = generate(SyntheticConfig(users=600, items=300, events=15000, segments=4,
+                                             seed=1), str(root / "data"))
+            cfg = PipelineConfig(output=str(root / "out"),
+                                 source=SourceConfig(kind="events", input=paths["events"],
+                                                     items=paths["items"]))
+            cfg = apply_overrides(cfg, ["kmeans.n_clusters=4", "eval.holdout=last",
+                                        "recommend.k=10", f"user_repr={user_repr}"])
+            runs[user_repr] = (cfg.output, run(cfg), paths)
+        return runs[user_repr]
+    return get

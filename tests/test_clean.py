@@ -22,6 +22,12 @@ def test_parse_timestamps_epoch_and_iso():
     assert got.to_pylist() == [1700000000, 1291191960, 1704067200, 1500000000, None, None]
 
 
+def test_dates_past_2262_parse_and_garbage_beside_them_stays_unparsable():
+    # pandas' nanosecond clock ends in 2262; a log with a far-future typo must not crash.
+    got = clean.parse_timestamps(pa.array(["3321-10-21T05:32:33Z", "2024-01-01", "nope"]))
+    assert got.to_pylist() == [42658810353, 1704067200, None]
+
+
 @pytest.mark.parametrize("change, reason", [
     ({"user_id": None}, "missing_user_id"),
     ({"user_id": "  "}, "missing_user_id"),

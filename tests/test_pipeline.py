@@ -15,21 +15,12 @@ from raypipe.synthetic import generate
 
 pytestmark = pytest.mark.slow
 TABLES = ["items", "item_embeddings", "sequences", "user_embeddings", "centroids", "profiles",
-          "segments", "recommendations", "quarantine"]
+          "segments", "segment_items", "recommendations", "quarantine"]
 
 
 @pytest.fixture(scope="module", params=["encoder", "pooled"])
-def result(request, ray_session, tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    paths = generate(SyntheticConfig(users=600, items=300, events=15000, segments=4, seed=1),
-                     str(root / "data"))
-    cfg = PipelineConfig(output=str(root / "out"),
-                         source=SourceConfig(kind="events", input=paths["events"],
-                                             items=paths["items"]))
-    cfg = apply_overrides(cfg, ["kmeans.n_clusters=4", "eval.holdout=last", "recommend.k=10",
-                                f"user_repr={request.param}"])
-    manifest = run(cfg)
-    return cfg.output, manifest, paths
+def result(request, pipeline_runs):
+    return pipeline_runs(request.param)
 
 
 def table(out, name):

@@ -2,8 +2,6 @@
 recommendations, each a map over the user dataset around a plain function or class."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pyarrow as pa
 import ray
@@ -12,10 +10,9 @@ from raypipe.config import KMeansConfig, PipelineConfig
 from raypipe.jobs.kmeans_tasks import RayShards
 from raypipe.jobs.runtime import cached, fetch, to_table
 from raypipe.kmeans import KMeans
-from raypipe.profiles import interests, nearest_segments, segment_item_mass
-from raypipe.recommend import Recommender
-from raypipe.schema import EVENT_TYPES
-from raypipe.users import history_rows, history_weights, pool
+from raypipe.profiles import COUNTS, nearest_segments, profile_table, segment_item_mass
+from raypipe.recommend import Recommender, purchased_rows, query_vectors
+from raypipe.users import history_rows, history_weights
 from raypipe.vectors import to_numpy
 
 
@@ -50,17 +47,10 @@ def _history(batch: pa.Table, catalogue, cfg):
 
 def _profiles(batch: pa.Table, catalogue, model) -> pa.Table:
     cat, m = fetch(catalogue[0]), fetch(model[0])
-    seg, dist, conf = _segments(batch, m.centroids)
     idx, w = _history(batch, cat, m.cfg)
-    top, weights = interests(idx, w, m.item_segment, len(m.centroids), m.cfg.profiles.top_interests)
-    counts = ["n_events"] + [f"n_{e}" for e in EVENT_TYPES]
-    return pa.table({"user_id": batch["user_id"], "segment": pa.array(seg, pa.int32()),
-                     "distance": pa.array(dist, pa.float32()),
-                     "confidence": pa.array(conf, pa.float32()),
-                     "interests": pa.array(top, pa.list_(pa.int32())),
-                     "interest_weights": pa.array(weights, pa.list_(pa.float32())),
-                     "history_length": pa.array([len(i) for i in idx], pa.int32()),
-                     **{c: batch[c] for c in counts}})
+    return profile_table(batch["user_id"], to_numpy(batch[segment_column(batch.column_names)]),
+                         idx, w, {c: batch[c] for c in COUNTS}, m.centroids, m.item_segment,
+                         m.cfg.profiles.top_interests)
 
 
 def _mass(batch: pa.Table, catalogue, model) -> pa.Table:
@@ -74,19 +64,13 @@ def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
     cat, m = fetch(catalogue[0]), fetch(model[0])
     rec = cached(f"rec-{rankings[0].hex()}", lambda: Recommender(
         cat.item_ids, cat.vectors, fetch(rankings[0]), m.cfg.recommend))
-    vectors = to_numpy(batch["vector"])
     seg, _, _ = _segments(batch, m.centroids)
     idx = history_rows(batch["item_ids"], cat.index())
-    if m.cfg.user_repr == "pooled":
-        recent = dataclasses.replace(m.cfg.user, half_life=m.cfg.recommend.query_half_life)
-        vectors = pool(idx, history_weights(batch["event_types"].to_pylist(), recent),
-                       cat.vectors)
-    if m.cfg.recommend.exclude_purchased:
-        exclude = [set(rows[np.asarray(t) == "purchase"].tolist()) for rows, t in
-                   zip(idx, batch["event_types"].to_pylist())]
-    else:
-        exclude = [set() for _ in idx]
-    ranked = rec.recommend(vectors, seg, exclude)
+    types = batch["event_types"].to_pylist()
+    vectors = query_vectors(m.cfg.user_repr, to_numpy(batch["vector"]), idx, types, m.cfg.user,
+                            m.cfg.recommend, cat.vectors)
+    ranked = rec.recommend(vectors, seg, purchased_rows(idx, types,
+                                                        m.cfg.recommend.exclude_purchased))
     return rec.to_table(batch["user_id"].to_pylist(), ranked)
 
 

@@ -1,0 +1,305 @@
+"""Profiles and recommendations one request at a time, from a finished run's artifacts.
+Knows nothing about Ray or HTTP: serve/app.py wraps `ProfileService` in Ray Serve deployments,
+and the benchmark's baseline wraps it in a plain FastAPI app.
+
+Every step is the batch job's own code, never a copy: cleaning (clean.py), sequence building
+(sequences.py), the encoder (encoder.py) or pooling (users.py), profiles (profiles.py) and the
+`Recommender` (recommend.py). So a known user's answer equals the batch tables' rows, and a
+fresh sequence equal to a known user's history gets that user's profile.
+
+Fresh sequences are answered in two steps, because their new texts (items given inline, and
+for `user_repr: text` the rendered sequence) are embedded elsewhere (a Serve deployment):
+`plan(events, item_texts)` -> `Plan` with `texts` to embed -> `answer(plan, vectors, k, ...)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raypipe import clean, io as rio
+from raypipe.artifacts import read_table
+from raypipe.config import PipelineConfig, from_dict
+from raypipe.kmeans_shard import assign
+from raypipe.profiles import COUNTS, profile_table
+from raypipe.recommend import (Recommender, purchased_rows, query_vectors,
+                               segment_rankings_from_table)
+from raypipe.schema import DEFAULT_EVENT_TYPE, FILE, REASON, ROW
+from raypipe.sequences import build_sequences, sequence_text
+from raypipe.users import history_rows, history_weights, pool
+from raypipe.vectors import normalize, to_numpy
+
+REQUEST_USER = "request"
+
+
+class Refused(Exception):
+    """The request's fault, not the service's; the message names the problem."""
+
+
+class UnknownUser(Refused):
+    """The artifacts have no profile for this user id."""
+
+
+class BadRequest(Refused):
+    """A request that cannot be answered as asked (events, strategy)."""
+
+
+@dataclass
+class Plan:
+    """A fresh sequence, cleaned and built as the batch job builds one, and what it needs
+    embedded: `texts[i]` with at most `max_lengths[i]` tokens."""
+    user_id: str
+    item_ids: list[str]           # the sequence, oldest first (after dedup and truncation)
+    event_types: list[str]
+    rows: np.ndarray              # catalogue rows; items given inline are n, n + 1, ...
+    counts: dict                  # n_events, n_view, ... as in `profiles`
+    new_items: list[str]          # items outside the catalogue, given with text
+    unknown_items: list[str]      # items neither in the catalogue nor given text: left out
+    texts: list[str] = field(default_factory=list)
+    max_lengths: list[int] = field(default_factory=list)
+
+
+def artifact_version(manifest_bytes: bytes) -> str:
+    """A run's version: the first 12 hex digits of its manifest's SHA-256."""
+    return hashlib.sha256(manifest_bytes).hexdigest()[:12]
+
+
+def _read_bytes(uri: str, name: str) -> bytes:
+    fs, path = rio.resolve(uri)
+    with fs.open_input_stream(f"{path}/{name}") as f:
+        return f.read()
+
+
+class ProfileService:
+    """A finished run's artifacts (local folder or pyarrow.fs URI), loaded once, answering
+    `profile(user)`, `recommend(user, k, strategy)` and, for fresh sequences, `plan` and
+    `answer`."""
+
+    def __init__(self, artifacts: str):
+        raw = _read_bytes(artifacts, "manifest.json")
+        self.uri, self.manifest, self.version = artifacts, json.loads(raw), artifact_version(raw)
+        missing = {"segment_items", "profiles", "user_embeddings"} - set(self.manifest["tables"])
+        if missing:
+            raise ValueError(f"{artifacts}: no {sorted(missing)} table; these artifacts come "
+                             "from an older raypipe: re-run the batch job")
+        self.cfg = from_dict(PipelineConfig, self.manifest["config"])
+        self._load_items(artifacts)
+        self._load_users(artifacts)
+
+    def _load_items(self, uri: str) -> None:
+        items = read_table(uri, "items")
+        self.item_ids = items["item_id"].to_pylist()
+        self.item_index = pd.Index(self.item_ids)
+        self.texts = items["text"].to_pylist()
+        self.item_segment = items["segment"].to_numpy()
+        self.text_vectors = _vectors(read_table(uri, "item_embeddings"), self.item_index)
+        self.encoder = None
+        space = self.text_vectors
+        if self.cfg.user_repr == "encoder":
+            import torch
+            from raypipe.encoder import TrainedEncoder
+            state = torch.load(io.BytesIO(_read_bytes(uri, "encoder.pt")), weights_only=False)
+            self.encoder = TrainedEncoder.from_file(state, self.text_vectors).model().freeze_items()
+            space = _vectors(read_table(uri, "item_vectors"), self.item_index)
+        self.space = space
+        self.centroids = to_numpy(read_table(uri, "centroids").sort_by("segment")["vector"])
+        segments = read_table(uri, "segments").sort_by("segment").to_pylist()
+        self.segments = {s["segment"]: s for s in segments}
+        rankings = segment_rankings_from_table(read_table(uri, "segment_items"),
+                                               len(self.centroids), self.item_index)
+        self.recommender = Recommender(self.item_ids, space, rankings, self.cfg.recommend)
+
+    def _load_users(self, uri: str) -> None:
+        """Profiles, the users' vectors and histories, aligned row by row."""
+        self.profiles = read_table(uri, "profiles")
+        ids = self.profiles["user_id"].to_numpy(zero_copy_only=False)
+        self.user_index = pd.Index(ids)
+        emb = read_table(uri, "user_embeddings")
+        order = pd.Index(emb["user_id"].to_numpy(zero_copy_only=False)).get_indexer(ids)
+        if (order < 0).any():
+            raise ValueError(f"{uri}: {(order < 0).sum()} profiled users have no vector")
+        self.user_vectors = to_numpy(emb["vector"].take(order))
+        seqs = read_table(uri, "sequences").select(["user_id", "item_ids", "event_types"])
+        order = pd.Index(seqs["user_id"].to_numpy(zero_copy_only=False)).get_indexer(ids)
+        self.histories = seqs.take(order)
+
+    # ---- known users -------------------------------------------------------------------
+
+    def _row(self, user_id: str) -> int:
+        i = self.user_index.get_indexer([user_id])[0]
+        if i < 0:
+            raise UnknownUser(f"no profile for user {user_id!r} in artifacts version "
+                              f"{self.version}")
+        return int(i)
+
+    def profile(self, user_id: str) -> dict:
+        """-> the user's profile, segment names and interest weights spelled out."""
+        return self._profile_dict(self.profiles.slice(self._row(user_id), 1).to_pylist()[0])
+
+    def recommend(self, user_id: str, k: int, strategy: str) -> dict:
+        """-> the user's k best items by `strategy`, as the batch job ranked them."""
+        i = self._row(user_id)
+        h = self.histories.slice(i, 1).to_pylist()[0]
+        rows = history_rows(pa.array([h["item_ids"]], pa.list_(pa.string())), self.item_index)
+        segment = self.profiles["segment"][i].as_py()
+        return self._recommend(user_id, self.user_vectors[i:i + 1], rows, [h["event_types"]],
+                               self.space, segment, k, strategy)
+
+    # ---- fresh sequences ---------------------------------------------------------------
+
+    def plan(self, events: list[dict], item_texts: dict[str, str] | None = None,
+             user_id: str | None = None) -> Plan:
+        """Events ({item_id, event_type, timestamp}) -> a Plan, cleaned, deduplicated and
+        truncated as the batch job does. Items outside the catalogue count only when their
+        text is given in `item_texts`; the others are left out and listed."""
+        if not events:
+            raise BadRequest("no events: give at least one {item_id, event_type, timestamp}")
+        item_texts = {i: t for i, t in (item_texts or {}).items()
+                      if i not in self.item_index and t and t.strip()}
+        tagged = clean.mark_duplicates(clean.tag_events(
+            _events_table(events), pa.array(self.item_ids + list(item_texts), pa.string())))
+        _refuse(tagged)
+        reasons = tagged[REASON].to_pylist()
+        unknown = sorted({e["item_id"] for e, r in zip(events, reasons)
+                          if r == "item_without_text"})
+        kept = tagged.filter(pc.is_null(tagged[REASON]))
+        seq = build_sequences(kept, self.cfg.sequences).to_pylist()
+        if not seq or seq[0]["too_short"]:
+            raise BadRequest(f"{len(set(kept['item_id'].to_pylist()))} usable items "
+                            f"(unknown: {unknown[:10]}); profiles need at least "
+                            f"{self.cfg.sequences.min_length}")
+        s = seq[0]
+        new = sorted(set(s["item_ids"]) - set(self.item_ids))
+        position = {item: len(self.item_ids) + j for j, item in enumerate(new)}
+        rows = np.array([position[i] if i in position else self.item_index.get_loc(i)
+                         for i in s["item_ids"]], np.int64)
+        plan = Plan(user_id or REQUEST_USER, s["item_ids"], s["event_types"], rows,
+                    {c: s[c] for c in COUNTS}, new, unknown,
+                    [item_texts[i] for i in new], [self.cfg.embed.max_length] * len(new))
+        if self.cfg.user_repr == "text":
+            texts = [self.texts[r] if r < len(self.texts) else item_texts[i]
+                     for r, i in zip(rows.tolist(), s["item_ids"])]
+            plan.texts.append(sequence_text(texts, s["event_types"]))
+            plan.max_lengths.append(self.cfg.embed.sequence_max_length)
+        return plan
+
+    def answer(self, plan: Plan, vectors: np.ndarray | None, k: int, strategy: str) -> dict:
+        """A Plan and the vectors of its `texts` -> {profile, recommendations}."""
+        vectors = np.zeros((0, self.text_vectors.shape[1]), np.float32) \
+            if vectors is None else np.asarray(vectors, np.float32)
+        if len(vectors) != len(plan.texts):
+            raise ValueError(f"plan has {len(plan.texts)} texts, got {len(vectors)} vectors")
+        new_text = vectors[:len(plan.new_items)]
+        query, taste, space = self._user_vector(plan, new_text, vectors)
+        item_segment = self.item_segment
+        if len(plan.new_items):
+            new_segments = assign(space[len(self.item_ids):], self.centroids, 1)[1][:, 0]
+            item_segment = np.concatenate([item_segment, new_segments])
+        weights = history_weights([plan.event_types], self.cfg.user)
+        counts = {c: pa.array([v], pa.int64()) for c, v in plan.counts.items()}
+        prof = profile_table(pa.array([plan.user_id]), taste, [plan.rows], weights, counts,
+                             self.centroids, item_segment,
+                             self.cfg.profiles.top_interests).to_pylist()[0]
+        recs = self._recommend(plan.user_id, query, [plan.rows], [plan.event_types], space,
+                               prof["segment"], k, strategy)
+        return {"profile": self._profile_dict(prof), "recommendations": recs,
+                "new_items": plan.new_items, "unknown_items": plan.unknown_items,
+                "version": self.version}
+
+    def _user_vector(self, plan: Plan, new_text: np.ndarray, vectors: np.ndarray):
+        """-> (query (1, d), taste (1, d), the catalogue's vectors plus the new items')."""
+        repr_ = self.cfg.user_repr
+        if repr_ == "encoder":
+            import torch
+            from raypipe.encoder import encode_histories, infer
+            with torch.no_grad():
+                cold = self.encoder.cold_items(torch.tensor(new_text)).numpy() \
+                    if len(new_text) else np.zeros((0, self.space.shape[1]), np.float32)
+            items, events = encode_histories([plan.rows], [plan.event_types],
+                                             self.encoder.max_length)
+            last, mean = infer(self.encoder, items, events, extra_text=new_text)
+            return last, mean, np.concatenate([self.space, cold])
+        space = np.concatenate([self.text_vectors, new_text])
+        if repr_ == "text":
+            user = normalize(vectors[-1:])
+            return user, user, space
+        user = pool([plan.rows], history_weights([plan.event_types], self.cfg.user), space)
+        return user, user, space
+
+    # ---- shared by both --------------------------------------------------------------
+
+    def _recommend(self, user_id, vector, rows, event_types, space, segment, k, strategy):
+        if strategy not in self.cfg.recommend.strategies:
+            raise BadRequest(f"strategy {strategy!r} is not one of this run's "
+                             f"{list(self.cfg.recommend.strategies)}")
+        query = query_vectors(self.cfg.user_repr, vector, rows, event_types, self.cfg.user,
+                              self.cfg.recommend, space)
+        exclude = purchased_rows(rows, event_types, self.cfg.recommend.exclude_purchased)
+        ranked = self.recommender.recommend(query, np.array([segment]), exclude, k,
+                                            (strategy,))[strategy][0]
+        items = [{"item_id": self.item_ids[r], "score": float(s), "text": self.texts[r]}
+                 for r, s in zip(ranked[0].tolist(), ranked[1].tolist())]
+        return {"user_id": user_id, "strategy": strategy, "items": items,
+                "segment": self._segment(segment), "version": self.version}
+
+    def _segment(self, s: int) -> dict:
+        seg = self.segments.get(s, {})
+        return {"id": int(s), "name": seg.get("name", ""), "terms": seg.get("top_terms", [])}
+
+    def _profile_dict(self, p: dict) -> dict:
+        interests = [{**self._segment(s), "weight": float(w)}
+                     for s, w in zip(p["interests"], p["interest_weights"])]
+        return {"user_id": p["user_id"], "segment": self._segment(p["segment"]),
+                "confidence": float(p["confidence"]), "distance": float(p["distance"]),
+                "interests": interests, "history_length": int(p["history_length"]),
+                "counts": {c: int(p[c]) for c in COUNTS}, "version": self.version}
+
+    def info(self) -> dict:
+        return {"version": self.version, "created_at": self.manifest.get("created_at"),
+                "artifacts": self.uri, "raypipe_version": self.manifest.get("raypipe_version"),
+                "user_repr": self.cfg.user_repr, "users": len(self.user_index),
+                "items": len(self.item_ids), "segments": len(self.centroids),
+                "strategies": list(self.cfg.recommend.strategies),
+                "k": self.cfg.recommend.k}
+
+
+def _vectors(table: pa.Table, item_index: pd.Index) -> np.ndarray:
+    """(item_id, vector) table -> (n_items, d) in catalogue order."""
+    order = pd.Index(table["item_id"].to_numpy(zero_copy_only=False)).get_indexer(item_index)
+    if (order < 0).any():
+        raise ValueError(f"{(order < 0).sum()} catalogue items have no vector")
+    return to_numpy(table["vector"].take(order))
+
+
+def _events_table(events: list[dict]) -> pa.Table:
+    """Request events -> the raw event schema the readers produce, one request user."""
+    n = len(events)
+    return pa.table({
+        "user_id": pa.array([REQUEST_USER] * n, pa.string()),
+        "item_id": pa.array([str(e["item_id"]) for e in events], pa.string()),
+        "timestamp": pa.array([None if e.get("timestamp") is None else str(e["timestamp"])
+                               for e in events], pa.string()),
+        "event_type": pa.array([e.get("event_type") or DEFAULT_EVENT_TYPE for e in events],
+                               pa.string()),
+        "price": pa.nulls(n, pa.float64()), "quantity": pa.nulls(n, pa.float64()),
+        FILE: pa.array(["request"] * n, pa.string()), ROW: pa.array(range(n), pa.int64()),
+    })
+
+
+def _refuse(tagged: pa.Table) -> None:
+    """Bad timestamps or event types are the caller's mistake: refuse, naming the events.
+    Unknown items and exact repeats are not: they are left out, as in the batch job."""
+    reasons = tagged[REASON].to_pylist()
+    bad = [(i, r) for i, r in enumerate(reasons)
+           if r not in (None, "item_without_text", "duplicate_event")]
+    if bad:
+        shown = ", ".join(f"events[{i}]: {r}" for i, r in bad[:5])
+        raise BadRequest(f"{len(bad)} events cannot be used ({shown})")
+
+

@@ -1,0 +1,170 @@
+"""Ray Serve: the profile-and-recommend service, built from the batch job's artifacts.
+
+Two deployments, each an adapter around plain code:
+- `Recommender`: the FastAPI app of serve/api.py (auth, limits, schemas) over a
+  `raypipe.online.ProfileService`. Its user_config {"artifacts": URI} names the run it
+  answers from; a new URI is loaded beside the old one and swapped in when ready, so no
+  request is dropped, and every answer carries the version that made it.
+- `TextEmbedder`: the artifacts' text model (`raypipe.embed.Embedder`) with `@serve.batch`
+  dynamic batching, for texts that requests bring (new items; `user_repr: text` sequences).
+  It takes a GPU when the cluster has one.
+
+`app_builder(args)` is the application builder: `serve run serve.app:app_builder
+artifacts=DIR`, `serve deploy serve/config.yaml`, or `raypipe serve --artifacts DIR`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve.api import Limits, build_api, guarded, read_api_key
+
+log = logging.getLogger("ray.serve")
+
+# Ray Serve's knobs for a lighter request path (its "Performance Tuning" guide; the set that
+# RAY_SERVE_THROUGHPUT_OPTIMIZED turns on): user code and routing on the replica's own event
+# loop, gRPC between deployments, access logs buffered, not echoed to stderr, and direct
+# ingress: each Recommender replica also serves HTTP itself on its own port (from
+# RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT, 30000), skipping the proxy actor, which costs
+# ~10 ms of CPU per request on 2 cores. The proxy port keeps working; on a cluster, Ray's
+# HAProxy mode (RAY_SERVE_ENABLE_HA_PROXY=1) balances over the direct ports
+# (docs/benchmarks.md has the figures for both paths).
+# Ray's processes read these at start: `raypipe serve` sets them before starting a local
+# Ray; on a cluster, put them in the environment of `ray start` (cluster.yaml).
+FAST_PATH_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+}
+
+
+def use_fast_path_env() -> None:
+    """Set FAST_PATH_ENV in this process (where not set already), before Ray starts."""
+    import os
+    for key, value in FAST_PATH_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+class ServeArgs(BaseModel):
+    """Typed builder arguments (`serve run ... key=value` or the config's `args`)."""
+    artifacts: str = Field(description="the batch job's output: folder or pyarrow.fs URI")
+    model: str | None = Field(None, description="text model; default: the one the artifacts "
+                                                "were embedded with")
+    api_key_env: str = Field("RAYPIPE_API_KEY", description="env var holding the API key")
+    api_key_file_env: str = Field("RAYPIPE_API_KEY_FILE",
+                                  description="env var naming a file that holds the key")
+    max_batch_size: int = Field(32, ge=1, description="texts per embedding batch")
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    embedder_gpus: float | None = Field(None, ge=0, description="None: 1 if the cluster "
+                                                                "has GPUs")
+    max_events: int = Field(500, ge=1, le=1000)
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_k: int = Field(100, ge=1, le=100)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8,
+                  autoscaling_config={"min_replicas": 1, "max_replicas": 2,
+                                      "target_ongoing_requests": 4})
+class TextEmbedder:
+    def __init__(self, model: str | None, device: str | None, max_batch_size: int,
+                 batch_wait_timeout_s: float):
+        from raypipe.embed import Embedder
+        self.embedder = Embedder(model, device=device)
+        self._batched.set_max_batch_size(max_batch_size)
+        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _batched(self, items: list[tuple[str, int]]) -> list[np.ndarray]:
+        out = [None] * len(items)
+        for m in sorted({m for _, m in items}):
+            rows = [i for i, (_, x) in enumerate(items) if x == m]
+            vectors = self.embedder.encode([items[i][0] for i in rows], max_length=m)
+            for i, v in zip(rows, vectors):
+                out[i] = v
+        return out
+
+    async def encode(self, texts: list[str], max_lengths: list[int]) -> np.ndarray:
+        """texts (each with its token cap) -> (n, d) float32; batched with other requests'."""
+        return np.stack(await asyncio.gather(*(self._batched((t, m))
+                                               for t, m in zip(texts, max_lengths))))
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64,
+                  autoscaling_config={"min_replicas": 1, "max_replicas": 4,
+                                      "target_ongoing_requests": 16})
+@serve.ingress()
+class Recommender:
+    """The FastAPI ingress, answering from its own ProfileService: a request costs one
+    Serve hop, not two (each hop costs about 14 ms of CPU on 2 cores; docs/benchmarks.md)."""
+
+    def __init__(self, embedder: DeploymentHandle, args: dict):
+        self.embedder, self.args, self.service = embedder, ServeArgs(**args), None
+        self.api_key = read_api_key(self.args.api_key_env, self.args.api_key_file_env)
+        log.info("raypipe: API key %s", "required" if self.api_key else "not required")
+
+    def __serve_build_asgi_app__(self):
+        a = self.args
+        return build_api(self, self.api_key, Limits(a.max_events, a.max_body_bytes, a.max_k))
+
+    async def reconfigure(self, config: dict) -> None:
+        """user_config {"artifacts": URI}: load that run (off the event loop, so requests go
+        on being answered by the current one), then swap it in."""
+        from raypipe.online import ProfileService
+        uri = config["artifacts"]
+        if self.service is not None and self.service.uri == uri and not config.get("reload"):
+            return
+        service = await asyncio.to_thread(ProfileService, uri)
+        if self.service is not None and service.cfg.embed.model != self.service.cfg.embed.model:
+            raise ValueError(f"{uri} was embedded with model {service.cfg.embed.model!r}, the "
+                             f"service runs {self.service.cfg.embed.model!r}: redeploy")
+        old, self.service = self.service, service
+        log.info("raypipe: answering from %s (version %s; was %s)", uri, service.version,
+                 old.version if old else None)
+
+    async def info(self) -> dict:
+        return self.service.info()
+
+    async def profile(self, user_id: str) -> dict:
+        return guarded(self.service.profile, user_id)
+
+    async def recommend(self, user_id: str, k: int, strategy: str) -> dict:
+        return guarded(self.service.recommend, user_id, k, strategy)
+
+    async def sequence(self, events, item_texts, user_id, k, strategy) -> dict:
+        service = self.service       # one version answers the whole request
+        plan = guarded(lambda: {"plan": service.plan(events, item_texts, user_id)})
+        if "error" in plan:
+            return plan
+        plan = plan["plan"]
+        vectors = await self.embedder.encode.remote(plan.texts, plan.max_lengths) \
+            if plan.texts else None
+        return guarded(service.answer, plan, vectors, k, strategy)
+
+
+def _embedder_gpus(args: ServeArgs) -> float:
+    if args.embedder_gpus is not None:
+        return args.embedder_gpus
+    import ray
+    return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) else 0.0
+
+
+def app_builder(args: ServeArgs) -> serve.Application:
+    """-> the Serve application. To move to a new run without a restart, change only the
+    Recommender's `user_config` (serve/config.yaml): Serve then reconfigures the running
+    replicas in place; changing `args` redeploys everything."""
+    from raypipe.artifacts import read_manifest
+    args = args if isinstance(args, ServeArgs) else ServeArgs(**args)
+    model = args.model or read_manifest(args.artifacts)["config"]["embed"]["model"]
+    gpus = _embedder_gpus(args)
+    embedder = TextEmbedder.options(ray_actor_options={"num_cpus": 0.5, "num_gpus": gpus}).bind(
+        model, "cuda" if gpus else "cpu", args.max_batch_size, args.batch_wait_timeout_s)
+    return Recommender.options(user_config={"artifacts": args.artifacts}).bind(
+        embedder, args.model_dump())

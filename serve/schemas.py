@@ -1,0 +1,103 @@
+"""The service's request and response bodies (pydantic): what the OpenAPI spec documents."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from raypipe.config import STRATEGIES
+from raypipe.schema import EVENT_TYPES
+
+Strategy = Literal[STRATEGIES]
+EventType = Literal[EVENT_TYPES]
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+ItemText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+MAX_EVENTS = 1000          # hard ceiling of the schema; ServeArgs.max_events may set less
+MAX_K = 100
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: ItemId
+    event_type: EventType = "purchase"
+    timestamp: Annotated[int, Field(ge=0, le=2**53)] | datetime = Field(
+        description="epoch seconds, or ISO 8601; only the order matters")
+
+
+class SequenceRequest(BaseModel):
+    """Recent events of an anonymous or changed user; items the catalogue does not know may
+    bring their text in `item_texts` (item_id -> text), else they are left out and listed."""
+    model_config = ConfigDict(extra="forbid")
+    user_id: Annotated[str, StringConstraints(max_length=256)] | None = None
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
+    item_texts: dict[ItemId, ItemText] = Field(default_factory=dict, max_length=MAX_EVENTS)
+    k: int = Field(10, ge=1, le=MAX_K)
+    strategy: Strategy = "blend"
+
+
+class Segment(BaseModel):
+    id: int
+    name: str = Field(description="the segment's top distinctive terms, joined")
+    terms: list[str]
+
+
+class Interest(Segment):
+    weight: float = Field(description="share of the user's recency-weighted history")
+
+
+class Profile(BaseModel):
+    user_id: str
+    segment: Segment
+    confidence: float = Field(description="1 - d1/d2 over the two nearest segment centres")
+    distance: float
+    interests: list[Interest]
+    history_length: int
+    counts: dict[str, int] = Field(description="n_events and n_<event type>")
+    version: str = Field(description="the artifacts version that answered")
+
+
+class Item(BaseModel):
+    item_id: str
+    score: float
+    text: str
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    strategy: Strategy
+    items: list[Item]
+    segment: Segment
+    version: str
+
+
+class SequenceAnswer(BaseModel):
+    profile: Profile
+    recommendations: Recommendations
+    new_items: list[str] = Field(description="items outside the catalogue, used by their text")
+    unknown_items: list[str] = Field(description="items without catalogue entry or text: "
+                                                 "left out")
+    version: str
+
+
+class Version(BaseModel):
+    version: str
+    created_at: str | None
+    artifacts: str
+    raypipe_version: str | None
+    user_repr: str
+    users: int
+    items: int
+    segments: int
+    strategies: list[str]
+    k: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class Problem(BaseModel):
+    detail: str

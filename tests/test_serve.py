@@ -1,0 +1,248 @@
+"""The Serve app over real HTTP, deployed as users deploy it (`serve deploy` of a config),
+against two small runs: the encoder run answers first, the pooled run is swapped in."""
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+import requests
+import yaml
+
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import response_schema_conformance
+from serve.api import read_api_key
+
+pytestmark = pytest.mark.slow
+KEY = "test-key-7f3a"
+MAX_EVENTS = 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deploy(config: dict, folder) -> None:
+    """`serve deploy` a config, as an operator would."""
+    import ray
+    path = folder / f"serve-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    serve_cli = os.path.join(os.path.dirname(sys.executable), "serve")
+    subprocess.run([serve_cli, "deploy", str(path), "-a",
+                    f"http://{ray._private.worker.get_dashboard_url()}"],
+                   check=True, capture_output=True)
+
+
+def config(artifacts: str, port: int, key_file) -> dict:
+    with open(os.path.join(os.path.dirname(__file__), "..", "serve", "config.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    cfg["http_options"] = {"host": "127.0.0.1", "port": port}
+    app = cfg["applications"][0]
+    app["args"].update(artifacts=artifacts, max_events=MAX_EVENTS, max_body_bytes=64_000)
+    app["runtime_env"] = {"env_vars": {"RAYPIPE_API_KEY_FILE": str(key_file)}}
+    for d in app["deployments"]:
+        d["autoscaling_config"]["max_replicas"] = 1     # 2 CPUs shared with the tests
+        if d["name"] == "Recommender":
+            d["user_config"] = {"artifacts": artifacts}
+    return cfg
+
+
+def wait_for_version(base: str, version: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/healthz", timeout=5).json().get("version") == version:
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"service did not answer with version {version} in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def service(pipeline_runs, tmp_path_factory):
+    from ray import serve
+    from raypipe.online import ProfileService
+    first, _, _ = pipeline_runs("encoder")
+    second, _, _ = pipeline_runs("pooled")
+    folder = tmp_path_factory.mktemp("serve")
+    key_file = folder / "api-key"
+    key_file.write_text(KEY + "\n")
+    port = free_port()
+    cfg = config(first, port, key_file)
+    deploy(cfg, folder)
+    base = f"http://127.0.0.1:{port}"
+    wait_for_version(base, ProfileService(first).version)
+    yield {"base": base, "first": first, "second": second, "cfg": cfg, "folder": folder}
+    serve.shutdown()
+
+
+def get(service, path, key=KEY, **params):
+    return requests.get(service["base"] + path, params=params, timeout=30,
+                        headers={"X-API-Key": key} if key else {})
+
+
+def post(service, body, key=KEY, **kwargs):
+    return requests.post(service["base"] + "/v1/recommendations", json=body, timeout=30,
+                         headers={"X-API-Key": key} if key else {}, **kwargs)
+
+
+def events_of(row):
+    return [{"item_id": i, "event_type": e, "timestamp": int(t)}
+            for i, e, t in zip(row.item_ids, row.event_types, row.timestamps)]
+
+
+def test_every_endpoint_answers(service):
+    health = requests.get(service["base"] + "/healthz", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    info = get(service, "/v1/version").json()
+    assert info["artifacts"] == service["first"] and info["user_repr"] == "encoder"
+    user = pd.read_parquet(f"{service['first']}/profiles.parquet").user_id[0]
+    profile = get(service, f"/v1/users/{user}/profile").json()
+    assert profile["user_id"] == user and profile["version"] == info["version"]
+    recs = get(service, f"/v1/users/{user}/recommendations", k=5, strategy="segment").json()
+    assert len(recs["items"]) == 5 and recs["strategy"] == "segment"
+    body = {"events": [{"item_id": "i000001", "timestamp": 1},
+                       {"item_id": "newcomer", "event_type": "cart",
+                        "timestamp": "2026-11-28T10:00:00Z"}],
+            "item_texts": {"newcomer": "retinol night cream"}, "k": 3}
+    answer = post(service, body).json()
+    assert answer["new_items"] == ["newcomer"] and len(answer["recommendations"]["items"]) == 3
+    assert requests.get(service["base"] + "/openapi.json", timeout=30).status_code == 200
+
+
+def test_served_recommendations_equal_the_batch_rows(service):
+    out = service["first"]
+    recs = pd.read_parquet(f"{out}/recommendations.parquet")
+    for user in pd.read_parquet(f"{out}/profiles.parquet").user_id.sample(8, random_state=1):
+        for strategy in ("vector", "segment", "blend"):
+            batch = recs[(recs.user_id == user) & (recs.strategy == strategy)]
+            served = get(service, f"/v1/users/{user}/recommendations", k=10,
+                         strategy=strategy).json()
+            assert [i["item_id"] for i in served["items"]] == \
+                batch.sort_values("rank").item_id.tolist()
+
+
+def test_a_posted_history_gets_the_users_profile(service):
+    seqs = pd.read_parquet(f"{service['first']}/sequences.parquet").set_index("user_id")
+    for user in pd.read_parquet(f"{service['first']}/profiles.parquet").user_id[:5]:
+        answer = post(service, {"events": events_of(seqs.loc[user])}).json()
+        known = get(service, f"/v1/users/{user}/profile").json()
+        assert answer["profile"]["segment"] == known["segment"]
+        assert answer["profile"]["confidence"] == pytest.approx(known["confidence"], abs=1e-4)
+
+
+@pytest.mark.parametrize("path, params, status, words", [
+    ("/v1/users/nobody/profile", {}, 404, "nobody"),
+    ("/v1/users/nobody/recommendations", {}, 404, "nobody"),
+    ("/v1/users/u0000002/recommendations", {"k": 0}, 422, "k"),
+    ("/v1/users/u0000002/recommendations", {"k": 101}, 422, "k"),
+    ("/v1/users/u0000002/recommendations", {"strategy": "magic"}, 422, "strategy"),
+])
+def test_bad_gets_are_refused_with_a_reason(service, path, params, status, words):
+    r = get(service, path, **params)
+    assert r.status_code == status and words in r.json()["detail"]
+
+
+def test_bad_posts_are_refused_with_a_reason(service):
+    one = {"item_id": "i000001", "timestamp": 1}
+    cases = [
+        ({"events": []}, 422, "events"),
+        ({"events": [one] * (MAX_EVENTS + 1)}, 422, f"at most {MAX_EVENTS}"),
+        ({"events": [{"item_id": "i000001"}]}, 422, "timestamp"),
+        ({"events": [{**one, "event_type": "wishlist"}]}, 422, "event_type"),
+        ({"events": [one], "k": 0}, 422, "k"),
+        ({"events": [one], "strategy": "magic"}, 422, "strategy"),
+        ({"events": [{"item_id": "unheard-of", "timestamp": 1}]}, 422, "usable items"),
+        ({"events": [one], "colour": "red"}, 422, "colour"),
+    ]
+    for body, status, words in cases:
+        r = post(service, body)
+        assert (r.status_code, words in r.json()["detail"]) == (status, True), body
+    r = requests.post(service["base"] + "/v1/recommendations", data=b"{not json",
+                      headers={"X-API-Key": KEY, "Content-Type": "application/json"})
+    assert r.status_code == 422
+    r = post(service, {"events": [one], "item_texts": {"x": "y" * 70_000}})
+    assert r.status_code == 413 and "64000 bytes" in r.json()["detail"]
+
+
+def test_the_api_key_is_required(service):
+    assert get(service, "/v1/version", key=None).status_code == 401
+    assert get(service, "/v1/version", key="wrong").status_code == 401
+    assert post(service, {"events": [{"item_id": "i000001", "timestamp": 1}]},
+                key=None).status_code == 401
+    assert requests.get(service["base"] + "/healthz", timeout=30).status_code == 200
+
+
+def test_read_api_key_prefers_the_variable_then_the_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAYPIPE_API_KEY", raising=False)
+    monkeypatch.delenv("RAYPIPE_API_KEY_FILE", raising=False)
+    assert read_api_key() is None
+    (tmp_path / "k").write_text("from-file\n")
+    monkeypatch.setenv("RAYPIPE_API_KEY_FILE", str(tmp_path / "k"))
+    assert read_api_key() == "from-file"
+    monkeypatch.setenv("RAYPIPE_API_KEY", "from-env")
+    assert read_api_key() == "from-env"
+
+
+def test_fuzzed_requests_never_get_a_server_error(service):
+    """Schemathesis generates requests from the OpenAPI spec, valid and not, for every
+    operation; none may get a 5xx, and every answer must match its documented schema."""
+    schema = schemathesis.openapi.from_url(service["base"] + "/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 5
+    for operation in operations:
+        @given(case=operation.as_strategy())
+        @settings(max_examples=40, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def check(case):
+            case.call_and_validate(base_url=service["base"], headers={"X-API-Key": KEY},
+                                   checks=[schemathesis.checks.not_a_server_error,
+                                           response_schema_conformance])
+        check()
+
+
+def test_a_new_version_is_swapped_in_without_a_failed_request(service):
+    """Runs last in this module: afterwards the service answers from the second run."""
+    from raypipe.online import ProfileService
+    new = ProfileService(service["second"]).version
+    users = pd.read_parquet(f"{service['first']}/profiles.parquet").user_id.tolist()
+    seen, failures, stop = [], [], threading.Event()
+
+    def stream():
+        i = 0
+        with requests.Session() as s:
+            while not stop.is_set():
+                try:
+                    r = s.get(f"{service['base']}/v1/users/{users[i % len(users)]}"
+                              "/recommendations", headers={"X-API-Key": KEY}, timeout=30)
+                    if r.status_code == 200:
+                        seen.append(r.json()["version"])
+                    else:
+                        failures.append(r.status_code)
+                except requests.RequestException as exc:
+                    failures.append(repr(exc))
+                i += 1
+                time.sleep(0.02)
+    threads = [threading.Thread(target=stream) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    cfg = yaml.safe_load(yaml.safe_dump(service["cfg"]))
+    for d in cfg["applications"][0]["deployments"]:
+        if d["name"] == "Recommender":
+            d["user_config"] = {"artifacts": service["second"]}
+    deploy(cfg, service["folder"])
+    wait_for_version(service["base"], new)
+    time.sleep(2)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert seen[0] != new and seen[-1] == new and len(seen) > 50
