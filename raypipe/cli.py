@@ -124,15 +124,16 @@ def _serve(args) -> int:
     use_fast_path_env()
     runtime.start(args.address, args.num_cpus)
     serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(app_builder(serve_args), name="raypipe", route_prefix="/")
-    direct = os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "30000")
-    print(f"raypipe: serving {args.artifacts} at http://{args.host}:{args.port} "
-          f"(API docs at /docs); each replica also answers directly on its own port from "
-          f"{direct} up; Ctrl-C stops", flush=True)
     try:
+        serve.run(app_builder(serve_args), name="raypipe", route_prefix="/")
+        direct = os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "30000")
+        print(f"raypipe: serving {args.artifacts} at http://{args.host}:{args.port} "
+              f"(API docs at /docs); each replica also answers directly on its own port "
+              f"from {direct} up; Ctrl-C stops", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        print("raypipe: stopping the service", file=sys.stderr)
         serve.shutdown()
     return 0
 
