@@ -76,6 +76,10 @@ class SequenceConfig:
 class EmbedConfig:
     model: str | None = None   # Hugging Face id or local path; None = shipped MiniLM-L6
     device: str | None = None  # None = cuda when available, else cpu
+    # fp32 | bf16 | fp16 (GPU) | int8 (CPU) | auto: fp16 on GPUs; on CPUs bf16 with native
+    # bf16 instructions, else fp32. int8 is faster on CPUs but below cosine 0.99 of fp32
+    # for MiniLM-L6 (docs/benchmarks.md), so auto never picks it.
+    precision: str = "auto"
     batch_size: int = 128      # texts per forward pass
     max_length: int = 64       # tokens per item text
     sequence_max_length: int = 256  # tokens per rendered sequence (user_repr=text)
@@ -83,6 +87,9 @@ class EmbedConfig:
     max_actors: int = 0        # cap on the actor pool; 0 = as many as resources allow
 
     def __post_init__(self):
+        from raypipe.embed import PRECISIONS
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"embed.precision={self.precision!r}; expected one of {PRECISIONS}")
         if self.batch_size < 1 or self.max_length < 8:
             raise ValueError(f"embed.batch_size={self.batch_size} should be >= 1 and "
                              f"embed.max_length={self.max_length} >= 8")

@@ -23,7 +23,7 @@ from raypipe.artifacts import ArtifactWriter
 from raypipe.config import PipelineConfig, SourceConfig
 from raypipe.evaluate import adjusted_rand_index, cooccurrence, metrics_from_recs, most_popular
 from raypipe.jobs import ingest, runtime
-from raypipe.jobs.embedding import embed_texts
+from raypipe.jobs.embedding import blocks_by_length, embed_texts
 from raypipe.jobs.segments import SegmentModel, fit_segments, profile_users, recommend_users
 from raypipe.encoder import item_vectors as encoder_item_vectors
 from raypipe.jobs.training import encoder_user_vectors, fit_encoder
@@ -64,7 +64,8 @@ def prepare_source(cfg: PipelineConfig) -> tuple[PipelineConfig, str | None]:
 
 def embed_items(items: pa.Table, cfg) -> np.ndarray:
     """Catalogue (sorted by item_id) -> (n_items, d) vectors in the same order."""
-    out = embed_texts(ray.data.from_arrow(items.select(["item_id", "text"])), "text", cfg)
+    blocks = blocks_by_length(items.select(["item_id", "text"]), "text", cfg.batch_size * 4)
+    out = embed_texts(ray.data.from_arrow(blocks), "text", cfg)
     table = runtime.collect(out, items.num_rows, "item embeddings").sort_by("item_id")
     assert table["item_id"].equals(items["item_id"]), "embedding lost or duplicated items"
     return to_numpy(table["vector"])

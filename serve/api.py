@@ -172,7 +172,8 @@ class LocalBackend:
         if self._embedder is None:
             from raypipe.embed import Embedder
             e = self.service.cfg.embed
-            self._embedder = Embedder(e.model, device=e.device, max_length=e.max_length)
+            self._embedder = Embedder(e.model, device=e.device, precision=e.precision,
+                                      max_length=e.max_length)
         out = np.zeros((len(texts), self._embedder.dim), np.float32)
         for m in sorted(set(max_lengths)):
             rows = [i for i, x in enumerate(max_lengths) if x == m]

@@ -35,7 +35,7 @@ log = logging.getLogger("ray.serve")
 # HAProxy mode (RAY_SERVE_ENABLE_HA_PROXY=1) balances over the direct ports
 # (docs/benchmarks.md has the figures for both paths).
 # Ray's processes read these at start: `raypipe serve` sets them before starting a local
-# Ray; on a cluster, put them in the environment of `ray start` (cluster.yaml).
+# Ray; on a cluster, put them in the environment of every node's `ray start`.
 FAST_PATH_ENV = {
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
@@ -74,10 +74,10 @@ class ServeArgs(BaseModel):
                   autoscaling_config={"min_replicas": 1, "max_replicas": 2,
                                       "target_ongoing_requests": 4})
 class TextEmbedder:
-    def __init__(self, model: str | None, device: str | None, max_batch_size: int,
-                 batch_wait_timeout_s: float):
+    def __init__(self, model: str | None, device: str | None, precision: str,
+                 max_batch_size: int, batch_wait_timeout_s: float):
         from raypipe.embed import Embedder
-        self.embedder = Embedder(model, device=device)
+        self.embedder = Embedder(model, device=device, precision=precision)
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -162,9 +162,11 @@ def app_builder(args: ServeArgs) -> serve.Application:
     replicas in place; changing `args` redeploys everything."""
     from raypipe.artifacts import read_manifest
     args = args if isinstance(args, ServeArgs) else ServeArgs(**args)
-    model = args.model or read_manifest(args.artifacts)["config"]["embed"]["model"]
+    embed = read_manifest(args.artifacts)["config"]["embed"]
+    model = args.model or embed["model"]
     gpus = _embedder_gpus(args)
     embedder = TextEmbedder.options(ray_actor_options={"num_cpus": 0.5, "num_gpus": gpus}).bind(
-        model, "cuda" if gpus else "cpu", args.max_batch_size, args.batch_wait_timeout_s)
+        model, "cuda" if gpus else "cpu", embed.get("precision", "auto"), args.max_batch_size,
+        args.batch_wait_timeout_s)
     return Recommender.options(user_config={"artifacts": args.artifacts}).bind(
         embedder, args.model_dump())

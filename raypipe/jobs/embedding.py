@@ -17,13 +17,23 @@ class EmbedActor:
         from raypipe.embed import Embedder
         if threads:
             torch.set_num_threads(threads)
-        self.embedder = Embedder(cfg.model, device=cfg.device, max_length=max_length,
-                                 batch_size=cfg.batch_size)
+        self.embedder = Embedder(cfg.model, device=cfg.device, precision=cfg.precision,
+                                 max_length=max_length, batch_size=cfg.batch_size)
         self.text_column = text_column
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         vectors = self.embedder.encode(batch[self.text_column].to_pylist())
         return batch.drop_columns([self.text_column]).append_column("vector", to_arrow(vectors))
+
+
+def blocks_by_length(table: pa.Table, column: str, rows: int) -> list[pa.Table]:
+    """A table of texts -> blocks of `rows` texts sorted by length: each actor batch then
+    holds texts of similar length (little padding), and the pool streams many blocks
+    instead of one actor taking the whole table as a single block."""
+    import pyarrow.compute as pc
+    lengths = pc.fill_null(pc.utf8_length(table[column]), 0)
+    table = table.take(pc.sort_indices(lengths))
+    return [table.slice(i, rows) for i in range(0, max(table.num_rows, 1), rows)]
 
 
 def pool_args(cfg: EmbedConfig) -> dict:
