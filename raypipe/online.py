@@ -96,6 +96,7 @@ class ProfileService:
         items = read_table(uri, "items")
         self.item_ids = items["item_id"].to_pylist()
         self.item_index = pd.Index(self.item_ids)
+        self._known = pa.array(self.item_ids, pa.string())    # built once, not per request
         self.texts = items["text"].to_pylist()
         self.item_segment = items["segment"].to_numpy()
         self.text_vectors = _vectors(read_table(uri, "item_embeddings"), self.item_index)
@@ -162,8 +163,9 @@ class ProfileService:
             raise BadRequest("no events: give at least one {item_id, event_type, timestamp}")
         item_texts = {i: t for i, t in (item_texts or {}).items()
                       if i not in self.item_index and t and t.strip()}
-        tagged = clean.mark_duplicates(clean.tag_events(
-            _events_table(events), pa.array(self.item_ids + list(item_texts), pa.string())))
+        known = pa.concat_arrays([self._known, pa.array(list(item_texts), pa.string())]) \
+            if item_texts else self._known
+        tagged = clean.mark_duplicates(clean.tag_events(_events_table(events), known))
         _refuse(tagged)
         reasons = tagged[REASON].to_pylist()
         unknown = sorted({e["item_id"] for e, r in zip(events, reasons)
@@ -175,7 +177,7 @@ class ProfileService:
                             f"(unknown: {unknown[:10]}); profiles need at least "
                             f"{self.cfg.sequences.min_length}")
         s = seq[0]
-        new = sorted(set(s["item_ids"]) - set(self.item_ids))
+        new = sorted({i for i in s["item_ids"] if i in item_texts})
         position = {item: len(self.item_ids) + j for j, item in enumerate(new)}
         rows = np.array([position[i] if i in position else self.item_index.get_loc(i)
                          for i in s["item_ids"]], np.int64)
