@@ -1,4 +1,4 @@
-"""`raypipe run | generate | serve`: the command line."""
+"""`raypipe run | generate | serve | forget`: the command line."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +21,9 @@ def _run_parser(sub):
     p.add_argument("--holdout", choices=["none", "last"],
                    help="'last': leave-one-out evaluation, metrics.json written")
     p.add_argument("--strict", action="store_true", help="stop at the first bad row")
+    p.add_argument("--force", action="store_true",
+                   help="redo every stage, even those an earlier run of the same settings "
+                        "finished (kept in <output>.stages)")
     p.add_argument("--address", help="Ray cluster address ('auto' on a cluster node)")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     return p
@@ -52,6 +55,14 @@ def _serve_parser(sub):
     return p
 
 
+def _forget_parser(sub):
+    p = sub.add_parser("forget", help="remove one user from every table of a finished run")
+    p.add_argument("--user", required=True, action="append",
+                   help="the user's id as in the input logs (repeatable)")
+    p.add_argument("--artifacts", required=True, help="the batch job's output folder or URI")
+    return p
+
+
 def config_from_args(args):
     """Flags -> PipelineConfig: defaults, then --config, then the source flags, then --set
     and the other flags."""
@@ -78,6 +89,7 @@ def main(argv=None) -> int:
     _run_parser(sub)
     _generate_parser(sub)
     _serve_parser(sub)
+    _forget_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -89,6 +101,8 @@ def main(argv=None) -> int:
             return _generate(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "forget":
+            return _forget(args)
         return _run(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"raypipe: error: {exc}", file=sys.stderr)
@@ -101,6 +115,17 @@ def _generate(args) -> int:
                           events=args.events or 24 * args.users, seed=args.seed)
     paths = generate(cfg, args.out)
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    return 0
+
+
+def _forget(args) -> int:
+    from raypipe.privacy import forget
+    for user in args.user:
+        removed = forget(args.artifacts, user)
+        print(f"raypipe: forgot a user in {args.artifacts}: "
+              + ", ".join(f"{n} rows from {t}" for t, n in sorted(removed.items())))
+    print("raypipe: running services load the new version when their artifacts setting is "
+          "re-applied (see README, Serving); remove the user from the input logs too")
     return 0
 
 
@@ -145,7 +170,7 @@ def _run(args) -> int:
     from raypipe.summary import render
     cfg = config_from_args(args)
     try:
-        manifest = run(cfg)
+        manifest = run(cfg, force=args.force)
     except Exception as exc:  # a bad row inside a Ray task arrives wrapped
         bad = unwrap(exc, BadRowError)
         if bad is None:

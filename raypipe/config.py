@@ -198,6 +198,13 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    # Replace user ids by HMAC-SHA256(key, id) as they are read; the key comes from
+    # RAYPIPE_PSEUDONYM_KEY or the file named by RAYPIPE_PSEUDONYM_KEY_FILE (privacy.py).
+    pseudonymize: bool = False
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     holdout: str = "none"      # "last": hold out each user's last item (second last validates)
     ks: tuple = (10, 20)
@@ -226,6 +233,7 @@ class PipelineConfig:
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self):
         if self.user_repr not in USER_REPRS:

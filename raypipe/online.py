@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from raypipe import clean, io as rio
 from raypipe.artifacts import read_table
+from raypipe.privacy import Pseudonymizer, load_key, stored_id
 from raypipe.config import PipelineConfig, from_dict
 from raypipe.kmeans_shard import assign
 from raypipe.profiles import COUNTS, profile_table
@@ -89,6 +90,10 @@ class ProfileService:
             raise ValueError(f"{artifacts}: no {sorted(missing)} table; these artifacts come "
                              "from an older raypipe: re-run the batch job")
         self.cfg = from_dict(PipelineConfig, self.manifest["config"])
+        self._pseudonym = None
+        if (self.manifest.get("privacy") or {}).get("pseudonymized"):
+            stored_id(self.manifest, "")          # refuses a key that is not the run's
+            self._pseudonym = Pseudonymizer(load_key())
         self._load_items(artifacts)
         self._load_users(artifacts)
 
@@ -133,7 +138,9 @@ class ProfileService:
     # ---- known users -------------------------------------------------------------------
 
     def _row(self, user_id: str) -> int:
-        i = self.user_index.get_indexer([user_id])[0]
+        """The user's row; a pseudonymised run is looked up by the id's pseudonym."""
+        stored = self._pseudonym.one(user_id) if self._pseudonym else user_id
+        i = self.user_index.get_indexer([stored])[0]
         if i < 0:
             raise UnknownUser(f"no profile for user {user_id!r} in artifacts version "
                               f"{self.version}")
@@ -141,7 +148,8 @@ class ProfileService:
 
     def profile(self, user_id: str) -> dict:
         """-> the user's profile, segment names and interest weights spelled out."""
-        return self._profile_dict(self.profiles.slice(self._row(user_id), 1).to_pylist()[0])
+        return {**self._profile_dict(self.profiles.slice(self._row(user_id), 1).to_pylist()[0]),
+                "user_id": user_id}
 
     def recommend(self, user_id: str, k: int, strategy: str) -> dict:
         """-> the user's k best items by `strategy`, as the batch job ranked them."""

@@ -1,6 +1,7 @@
-"""The batch job, stage by stage: logs -> clean events -> sequences -> embeddings -> segments
--> profiles -> recommendations -> metrics. Each stage writes its table before the next starts;
-the output folder appears only when every stage has finished (artifacts.py)."""
+"""The batch job, stage by stage: catalogue -> clean events and sequences -> item embeddings
+-> user vectors (encoder training or pooling) -> segments -> profiles, recommendations and
+metrics. Each stage is resumable (stages.py); the output folder appears only when every stage
+has finished, assembled from the stages' tables without copying them (artifacts.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,8 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from raypipe import __version__, synthetic
-from raypipe.artifacts import ArtifactWriter
+from raypipe import __version__, sources, synthetic
+from raypipe.artifacts import MANIFEST, ArtifactWriter, Folder, clear_leftovers
 from raypipe.config import PipelineConfig, SourceConfig
 from raypipe.evaluate import adjusted_rand_index, cooccurrence, metrics_from_recs, most_popular
 from raypipe.jobs import ingest, runtime
@@ -31,7 +32,9 @@ from raypipe.jobs.users import Catalogue, profiled, user_vectors
 from raypipe.kmeans_shard import shard_predict
 from raypipe.profiles import summarize_segments
 from raypipe.recommend import segment_items_table, segment_rankings
+from raypipe.privacy import pseudonymizer
 from raypipe.schema import QUARANTINE
+from raypipe.stages import StageStore, fingerprint, settings
 from raypipe.vectors import to_arrow, to_numpy
 
 log = logging.getLogger("raypipe")
@@ -71,103 +74,195 @@ def embed_items(items: pa.Table, cfg) -> np.ndarray:
     return to_numpy(table["vector"])
 
 
-def run(cfg: PipelineConfig) -> dict:
-    """Run every stage; return the manifest of the written artifacts."""
+def run(cfg: PipelineConfig, force: bool = False) -> dict:
+    """Run every stage, reusing the ones an earlier run of the same settings finished
+    (stages.py; `force` redoes them all); return the manifest of the written artifacts."""
     runtime.start(cfg.address, cfg.num_cpus)
     requested = cfg
     cfg, truth = prepare_source(cfg)
-    out, t = ArtifactWriter(cfg.output), Timings()
-    holdout = cfg.eval.holdout == "last"
-    parts = ingest.default_partitions(cfg.sequences)
+    for path in clear_leftovers(cfg.output):
+        log.info("deleted %s, left by an interrupted run", path)
+    t = Timings()
+    store = StageStore(cfg.output, t, force)
+    out = ArtifactWriter(cfg.output)
     try:
-        with t("items"):
-            items, item_bad, item_rows = ingest.read_items(cfg.source, cfg.clean.strict)
-            if items.num_rows == 0:
-                raise ValueError(f"no catalogue item has an id and a text: {item_rows}")
-        with t("clean"):
-            events, event_bad, rows = ingest.read_events(
-                cfg.source, items["item_id"], cfg.clean.strict, parts)
-            if rows["kept"] == 0:
-                raise ValueError(f"no event survived cleaning: {rows}")
-            quarantine = event_bad.union(ray.data.from_arrow(item_bad))
-            out.dataset("quarantine", quarantine, QUARANTINE)
-        with t("sequences"):
-            seqs = ingest.build_user_sequences(events, cfg.sequences, holdout, parts)
-            out.dataset("sequences", seqs)
-        with t("item_embeddings"):
-            item_vectors = embed_items(items, cfg.embed)
-            out.table("item_embeddings", pa.table({"item_id": items["item_id"],
-                                                   "vector": to_arrow(item_vectors)}))
-        catalogue = Catalogue(items["item_id"].to_pylist(), items["text"].to_pylist(),
-                              item_vectors)
-        users, catalogue, training = user_stage(seqs, catalogue, requested, cfg, out, t)
-        catalogue_ref = [ray.put(catalogue)]
-        with t("segments"):
-            km = fit_segments(users, cfg.kmeans)
-            item_segment = shard_predict(catalogue.vectors, km.cluster_centers_)
-            out.table("centroids", pa.table({
-                "segment": pa.array(range(len(km.cluster_centers_)), pa.int32()),
-                "vector": to_arrow(km.cluster_centers_)}))
-        with t("profiles"):
-            model = SegmentModel(km.cluster_centers_, item_segment, cfg)
-            profiles, model_ref, mass = profile_users(users, catalogue_ref, model)
-            out.dataset("profiles", profiles)
-            sizes = np.bincount(km.labels_, minlength=cfg.kmeans.n_clusters)
-            out.table("segments", summarize_segments(
-                sizes, mass, catalogue.item_ids, catalogue.texts,
-                cfg.profiles.top_items, cfg.profiles.top_terms))
-            out.table("items", items.append_column("segment", pa.array(item_segment, pa.int32())))
-        with t("recommendations"):
-            rankings = segment_rankings(mass, cfg.kmeans.n_clusters, depth=1000)
-            out.table("segment_items", segment_items_table(rankings, catalogue.item_ids))
-            out.dataset("recommendations",
-                        recommend_users(users, catalogue_ref, model_ref, rankings))
-        metrics = {"planted": planted_agreement(out, truth)} if truth else {}
-        if holdout:
-            with t("evaluate"):
-                metrics = {**metrics, **evaluate(out, users, cfg)}
+        s = Stages(cfg, requested, store, t, truth, force).all()
+        for name, stage in s.items():
+            for table in stage.folder.tables:
+                if table.startswith("_"):
+                    continue
+                out.link_table(stage.folder, table, prefix=f"{name}-" * (table == "quarantine"))
+        if s["users"].folder.exists("encoder.pt"):
+            out.bytes("encoder.pt", s["users"].folder.read_bytes("encoder.pt"))
+        metrics = s["outputs"].info["metrics"]
         if metrics:
             out.json("metrics.json", metrics)
         manifest = json.loads(json.dumps(build_manifest(
-            requested, cfg, rows, item_rows, seqs, users, km, t, metrics, out.tables, training),
+            requested, cfg, s, t, metrics, out.tables, store.summary()),
             default=str))                  # exactly what the file will hold
-        out.json("manifest.json", manifest)
+        out.json(MANIFEST, manifest)
         out.commit()
     except BaseException:
         out.abort()
         raise
+    store.prune()
     return manifest
 
 
-def user_stage(seqs, catalogue: Catalogue, requested: PipelineConfig, cfg: PipelineConfig,
-               out: ArtifactWriter, t: Timings):
-    """Sequences -> (user vectors, the catalogue in the users' vector space, training summary).
-    `pooled` and `text` users live in the text model's space; `encoder` users and items in
-    the trained encoder's, whose item vectors then serve retrieval and segments."""
-    if cfg.user_repr != "encoder":
-        with t("user_embeddings"):
-            users = user_vectors(seqs, catalogue, cfg)
-            out.dataset("user_embeddings", users.select_columns(["user_id", "vector"]))
-        return users, catalogue, None
-    with t("encoder"):
-        storage = cfg.encoder.storage or f"{requested.output.rstrip('/')}.train"
-        if "://" not in storage:
-            storage = os.path.abspath(storage)
+class Stages:
+    """The pipeline's stages in order. Each `_<stage>` method writes the stage's tables into
+    its folder and returns what the manifest says about them; later stages read earlier ones'
+    tables back from their folders, so a reused stage and a fresh one look the same. Tables
+    whose names start with `_` are internal and stay out of the artifacts."""
+
+    def __init__(self, cfg, requested, store: StageStore, t: Timings, truth, force: bool):
+        self.cfg, self.requested, self.store, self.t = cfg, requested, store, t
+        self.truth, self.force = truth, force
+        self.holdout = cfg.eval.holdout == "last"
+        self.pseudonymizer = pseudonymizer(cfg.privacy.pseudonymize)
+
+    def all(self) -> dict:
+        cfg, st = self.cfg, self.store
+        items = st.run("items", st.key("items", settings(cfg, "source", "clean"),
+                                       fingerprint(f.uri for f in sources.plan_items(cfg.source))),
+                       self._items)
+        events = st.run("events", st.key("events", items.key, settings(
+            cfg, "source", "clean", "sequences", "eval.holdout"), self.privacy(),
+            fingerprint(f.uri for f in sources.plan_events(cfg.source))), self._events)
+        embed = st.run("item_embeddings", st.key("item_embeddings", items.key,
+                                                 settings(cfg, "embed")), self._embed)
+        user_settings = {"pooled": ("user",), "text": ("embed", "user"),
+                         "encoder": ("encoder", "recommend.exclude_purchased")}[cfg.user_repr]
+        users = st.run("users", st.key("users", events.key, embed.key, cfg.user_repr,
+                                       settings(cfg, *user_settings)), self._users)
+        segments = st.run("segments", st.key("segments", users.key, settings(cfg, "kmeans")),
+                          self._segments)
+        outputs = st.run("outputs", st.key("outputs", segments.key, settings(
+            cfg, "user", "profiles", "recommend", "eval")), self._outputs)
+        return {s.name: s for s in (items, events, embed, users, segments, outputs)}
+
+    def privacy(self) -> dict:
+        p = self.pseudonymizer
+        return {"pseudonymized": bool(p), **({"key_check": p.check} if p else {})}
+
+    def _items(self, f: Folder) -> dict:
+        with self.t("items"):
+            items, bad, rows = ingest.read_items(self.cfg.source, self.cfg.clean.strict)
+            if items.num_rows == 0:
+                raise ValueError(f"no catalogue item has an id and a text: {rows}")
+            f.table("_catalogue", items)
+            f.table("quarantine", bad.cast(QUARANTINE))
+        return {"rows": rows}
+
+    def catalogue_table(self) -> pa.Table:
+        return self.store.done["items"].folder.read("_catalogue")
+
+    def _events(self, f: Folder) -> dict:
+        cfg = self.cfg
+        parts = ingest.default_partitions(cfg.sequences)
+        with self.t("clean"):
+            events, bad, rows = ingest.read_events(
+                cfg.source, self.catalogue_table()["item_id"], cfg.clean.strict, parts,
+                self.pseudonymizer)
+            if rows["kept"] == 0:
+                raise ValueError(f"no event survived cleaning: {rows}")
+            f.dataset("quarantine", bad, QUARANTINE)
+        with self.t("sequences"):
+            f.dataset("sequences", ingest.build_user_sequences(
+                events, cfg.sequences, self.holdout, parts))
+        return {"rows": rows, "users_with_events": f.tables["sequences"],
+                "privacy": self.privacy()}
+
+    def _embed(self, f: Folder) -> dict:
+        with self.t("item_embeddings"):
+            items = self.catalogue_table()
+            f.table("item_embeddings", pa.table({
+                "item_id": items["item_id"], "vector": to_arrow(embed_items(items, self.cfg.embed))}))
+        return {}
+
+    def catalogue(self) -> Catalogue:
+        """Item ids, texts and vectors in the users' space: the encoder's item vectors for
+        `encoder` users, the text model's otherwise."""
+        items = self.catalogue_table()
+        users = self.store.done.get("users")
+        name = "item_vectors" if users and users.folder.exists("item_vectors.parquet") \
+            else "item_embeddings"
+        folder = users.folder if name == "item_vectors" else \
+            self.store.done["item_embeddings"].folder
+        vectors = folder.read(name)
+        assert vectors["item_id"].equals(items["item_id"]), f"{name} do not match the catalogue"
+        return Catalogue(items["item_id"].to_pylist(), items["text"].to_pylist(),
+                         to_numpy(vectors["vector"]))
+
+    def _users(self, f: Folder) -> dict:
+        cfg = self.cfg
+        seqs = self.store.done["events"].folder.read_dataset("sequences")
+        catalogue = self.catalogue()
+        if cfg.user_repr != "encoder":
+            with self.t("user_embeddings"):
+                users = user_vectors(seqs, catalogue, cfg)
+                f.dataset("_users", users)
+                f.dataset("user_embeddings", users.select_columns(["user_id", "vector"]))
+            return {"profiled": f.tables["_users"]}
+        with self.t("encoder"):
+            storage = cfg.encoder.storage or f"{self.requested.output.rstrip('/')}.train"
+            if "://" not in storage:
+                storage = os.path.abspath(storage)
+            catalogue_ref = [ray.put(catalogue)]
+            trained, training = fit_encoder(profiled(seqs), catalogue, catalogue_ref, cfg,
+                                            storage, data_key(self.requested), fresh=self.force)
+            buf = io.BytesIO()
+            torch.save(trained.to_file(), buf)
+            f.bytes("encoder.pt", buf.getvalue())
+        with self.t("user_embeddings"):
+            users = encoder_user_vectors(profiled(seqs), catalogue_ref, [ray.put(trained)])
+            f.dataset("_users", users)
+            f.dataset("user_embeddings",
+                      users.select_columns(["user_id", "vector", "segment_vector"]))
+            f.table("item_vectors", pa.table({
+                "item_id": catalogue.item_ids,
+                "vector": to_arrow(encoder_item_vectors(trained.model()))}))
+        return {"profiled": f.tables["_users"], "training": training}
+
+    def users(self):
+        return self.store.done["users"].folder.read_dataset("_users")
+
+    def _segments(self, f: Folder) -> dict:
+        with self.t("segments"):
+            km = fit_segments(self.users(), self.cfg.kmeans)
+            f.table("centroids", pa.table({
+                "segment": pa.array(range(len(km.cluster_centers_)), pa.int32()),
+                "vector": to_arrow(km.cluster_centers_)}))
+        sizes = np.bincount(km.labels_, minlength=self.cfg.kmeans.n_clusters)
+        return {"kmeans": {"n_clusters": int(km.n_clusters), "inertia": float(km.inertia_),
+                           "n_iter": int(km.n_iter_)}, "sizes": sizes.tolist()}
+
+    def _outputs(self, f: Folder) -> dict:
+        cfg, segments = self.cfg, self.store.done["segments"]
+        centroids = to_numpy(segments.folder.read("centroids")["vector"])
+        catalogue = self.catalogue()
         catalogue_ref = [ray.put(catalogue)]
-        trained, training = fit_encoder(profiled(seqs), catalogue, catalogue_ref, cfg,
-                                        storage, data_key(requested))
-        buf = io.BytesIO()
-        torch.save(trained.to_file(), buf)
-        out.bytes("encoder.pt", buf.getvalue())
-    with t("user_embeddings"):
-        users = encoder_user_vectors(profiled(seqs), catalogue_ref, [ray.put(trained)])
-        out.dataset("user_embeddings",
-                    users.select_columns(["user_id", "vector", "segment_vector"]))
-        space = Catalogue(catalogue.item_ids, catalogue.texts,
-                          encoder_item_vectors(trained.model()))
-        out.table("item_vectors", pa.table({"item_id": space.item_ids,
-                                            "vector": to_arrow(space.vectors)}))
-    return users, space, training
+        users = self.users()
+        with self.t("profiles"):
+            item_segment = shard_predict(catalogue.vectors, centroids)
+            model = SegmentModel(centroids, item_segment, cfg)
+            profiles, model_ref, mass = profile_users(users, catalogue_ref, model)
+            f.dataset("profiles", profiles)
+            f.table("segments", summarize_segments(
+                np.asarray(segments.info["sizes"]), mass, catalogue.item_ids, catalogue.texts,
+                cfg.profiles.top_items, cfg.profiles.top_terms))
+            f.table("items", self.catalogue_table().append_column(
+                "segment", pa.array(item_segment, pa.int32())))
+        with self.t("recommendations"):
+            rankings = segment_rankings(mass, cfg.kmeans.n_clusters, depth=1000)
+            f.table("segment_items", segment_items_table(rankings, catalogue.item_ids))
+            f.dataset("recommendations",
+                      recommend_users(users, catalogue_ref, model_ref, rankings))
+        metrics = {"planted": planted_agreement(f, self.truth)} if self.truth else {}
+        if self.holdout:
+            with self.t("evaluate"):
+                metrics = {**metrics, **evaluate(f, users, cfg)}
+        return {"metrics": metrics}
 
 
 def data_key(cfg: PipelineConfig) -> str:
@@ -178,7 +273,7 @@ def data_key(cfg: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def planted_agreement(out: ArtifactWriter, truth_path: str) -> dict:
+def planted_agreement(out: Folder, truth_path: str) -> dict:
     """Synthetic data: how well the segments found match the planted ones."""
     truth = pq.read_table(truth_path)
     found = out.read("profiles").select(["user_id", "segment"]).join(truth, "user_id")
@@ -188,7 +283,7 @@ def planted_agreement(out: ArtifactWriter, truth_path: str) -> dict:
             "planted_segments": len(set(truth["true_segment"].to_pylist()))}
 
 
-def evaluate(out: ArtifactWriter, users, cfg: PipelineConfig) -> dict:
+def evaluate(out: Folder, users, cfg: PipelineConfig) -> dict:
     """Leave-one-out metrics recomputed from the written recommendations, plus most-popular."""
     u = runtime.to_table(
         users.select_columns(["user_id", "item_ids", "event_types", "target_item"]))
@@ -207,11 +302,11 @@ def evaluate(out: ArtifactWriter, users, cfg: PipelineConfig) -> dict:
             "strategies": metrics}
 
 
-def build_manifest(requested, cfg, rows, item_rows, seqs, users, km, timings, metrics,
-                   tables, training) -> dict:
+def build_manifest(requested, cfg, s: dict, timings, metrics, tables, stages) -> dict:
     import faiss
     import transformers
-    n_users = seqs.count()
+    events, users = s["events"].info, s["users"].info
+    n_users, profiled_users = events["users_with_events"], users["profiled"]
     return {
         "raypipe_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -221,11 +316,10 @@ def build_manifest(requested, cfg, rows, item_rows, seqs, users, km, timings, me
                      "transformers": transformers.__version__, "faiss": faiss.__version__,
                      "pyarrow": pa.__version__, "numpy": np.__version__},
         "cluster": dict(zip(("cpus", "gpus"), runtime.resources())),
-        "rows": rows, "item_rows": item_rows,
-        "users": {"with_events": n_users, "profiled": users.count(),
-                  "too_short": n_users - users.count()},
-        "kmeans": {"n_clusters": int(km.n_clusters), "inertia": float(km.inertia_),
-                   "n_iter": int(km.n_iter_)},
-        "seconds": dict(timings), "metrics": metrics, "tables": tables,
-        **({"encoder": training} if training else {}),
+        "rows": events["rows"], "item_rows": s["items"].info["rows"],
+        "users": {"with_events": n_users, "profiled": profiled_users,
+                  "too_short": n_users - profiled_users},
+        "kmeans": s["segments"].info["kmeans"], "privacy": events["privacy"],
+        "seconds": dict(timings), "stages": stages, "metrics": metrics, "tables": tables,
+        **({"encoder": users["training"]} if "training" in users else {}),
     }

@@ -9,7 +9,8 @@ from raypipe.artifacts import read_manifest
 from raypipe.cli import main
 
 HERE = os.path.join(os.path.dirname(__file__), "data", "malformed")
-SMALL = ["--set", "kmeans.n_clusters=2", "--set", "recommend.k=2", "--num-cpus", "2"]
+SMALL = ["--set", "kmeans.n_clusters=2", "--set", "recommend.k=2", "--num-cpus", "2",
+         "--set", "user_repr=pooled"]
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,12 @@ def test_strict_stops_naming_file_row_and_column(ray_session, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "04_unknown_event_type.csv, row 1, column 'event_type': unknown_event_type" in err
     assert "'wishlist'" in err
-    assert sorted(os.listdir(tmp_path)) == ["events", "items.csv"]   # nothing half-written
+    # Nothing half-written: no output, no temporary folder; the store keeps the stage that
+    # finished (the catalogue) for the next run, and nothing of the failed one.
+    assert sorted(os.listdir(tmp_path)) == ["events", "items.csv", "out.stages"]
+    stages = os.listdir(tmp_path / "out.stages")
+    assert [s.split("-")[0] for s in stages] == ["items"]
+    assert os.path.exists(tmp_path / "out.stages" / stages[0] / "_stage.json")
 
     assert run("--input", str(folder), "--output", out, "--strict") == 2
     assert "items.csv, row 4, column 'text': missing_text" in capsys.readouterr().err

@@ -55,6 +55,10 @@ def embed_texts(ds, text_column: str, cfg: EmbedConfig, max_length: int | None =
     # The actors may hold every CPU of a small cluster; upstream tasks still waiting for a
     # CPU would then never run. Materializing the texts first removes that deadlock.
     ds = ds.materialize()
+    # A lost actor (a dead process, a preempted node) is restarted and its unfinished
+    # batches run again: Ray Data's defaults for actor pools (max_restarts=-1,
+    # max_task_retries=-1; passing them explicitly is deprecated), which
+    # tests/test_faults.py holds to.
     return ds.map_batches(
         EmbedActor, batch_size=cfg.batch_size * 4, batch_format="pyarrow",
         fn_constructor_kwargs={"cfg": cfg, "text_column": text_column,

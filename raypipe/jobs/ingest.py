@@ -9,7 +9,7 @@ from ray.data.expressions import col
 
 from raypipe import clean, sources
 from raypipe.config import SequenceConfig, SourceConfig
-from raypipe.jobs.runtime import fetch, resources, to_table
+from raypipe.jobs.runtime import fetch, resources, sorted_blocks, to_table
 from raypipe.schema import REASON
 from raypipe.sequences import build_sequences, holdout_last
 
@@ -26,9 +26,10 @@ def _read_items(batch: pa.Table, mapping, text_columns) -> pa.Table:
                              for f in batch.to_pylist()])
 
 
-def _read_events(batch: pa.Table, mapping, kind) -> pa.Table:
-    return pa.concat_tables([sources.read_events(sources.Fragment(**f), mapping, kind)
-                             for f in batch.to_pylist()])
+def _read_events(batch: pa.Table, mapping, kind, pseudonymizer) -> pa.Table:
+    t = pa.concat_tables([sources.read_events(sources.Fragment(**f), mapping, kind)
+                          for f in batch.to_pylist()])
+    return pseudonymizer.table(t) if pseudonymizer else t
 
 
 def _tag(batch: pa.Table, known_items, strict: bool) -> pa.Table:
@@ -66,9 +67,11 @@ def _counts(tagged: pa.Table) -> dict:
             "quarantined": quarantined, "reasons": reasons}
 
 
-def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions: int):
+def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions: int,
+                pseudonymizer=None):
     """Event logs -> (kept events dataset, quarantined rows dataset, row counts).
-    Exact duplicates are found after partitioning by user, so all of a user's rows meet."""
+    Exact duplicates are found after partitioning by user, so all of a user's rows meet.
+    With a `pseudonymizer`, user ids are replaced as soon as they are read."""
     mapping = sources.column_mapping(cfg)
     frags = sources.plan_events(cfg)
     sources.check_columns(frags[0], mapping)
@@ -76,7 +79,8 @@ def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions:
                      else item_ids)]     # an Array: the is_in lookup takes it as is
     tagged = (_fragments(frags)
               .map_batches(_read_events, batch_size=1, batch_format="pyarrow",
-                           fn_kwargs={"mapping": mapping, "kind": cfg.kind})
+                           fn_kwargs={"mapping": mapping, "kind": cfg.kind,
+                                      "pseudonymizer": pseudonymizer})
               .map_batches(_tag, batch_format="pyarrow",
                            fn_kwargs={"known_items": known, "strict": strict})
               .repartition(partitions, keys=["user_id"])
@@ -97,11 +101,11 @@ def _sequences(batch: pa.Table, cfg: SequenceConfig, holdout: bool) -> pa.Table:
 
 
 def build_user_sequences(events, cfg: SequenceConfig, holdout: bool, partitions: int):
-    """Kept events -> one row per user (materialized), users too short included, flagged."""
-    return (events.repartition(partitions, keys=["user_id"])
-            .map_batches(_sequences, batch_size=None, batch_format="pyarrow",
-                         fn_kwargs={"cfg": cfg, "holdout": holdout})
-            .materialize())
+    """Kept events -> one row per user (materialized), users too short included, flagged;
+    rows sorted by user within each block, blocks in a fixed order."""
+    return sorted_blocks(events.repartition(partitions, keys=["user_id"])
+                         .map_batches(_sequences, batch_size=None, batch_format="pyarrow",
+                                      fn_kwargs={"cfg": cfg, "holdout": holdout}), "user_id")
 
 
 def default_partitions(cfg: SequenceConfig) -> int:

@@ -6,6 +6,7 @@ import os
 import sys
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ def start(address: str | None = None, num_cpus: int | None = None) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
     ctx.print_on_execution_start = False
+    # Blocks come out in input order, so a re-run, a reused stage, or a run in which an actor
+    # or task was retried gives the same K-means shards and the same outputs.
+    ctx.execution_options.preserve_order = True
     log.info("ray: %s CPUs, %s GPUs", *resources())
 
 
@@ -67,6 +71,21 @@ def unwrap(exc: BaseException, kind: type) -> BaseException | None:
         if line.startswith(name):
             return kind(line[len(name):])
     return None
+
+
+@ray.remote
+def _smallest(block: pa.Table, column: str):
+    return pc.min(block[column]).as_py() if block.num_rows else None
+
+
+def sorted_blocks(ds, column: str):
+    """A materialized dataset whose blocks are in the order of their smallest `column`
+    value, empty ones dropped. A hash shuffle's blocks come out in whatever order its tasks
+    finish; this makes the order (and so what every later stage reads) the same each run."""
+    refs = ds.to_arrow_refs()
+    keys = ray.get([_smallest.remote(r, column) for r in refs])
+    order = sorted((k, i) for i, k in enumerate(keys) if k is not None)
+    return ray.data.from_arrow_refs([refs[i] for _, i in order] or refs[:1])
 
 
 def to_table(ds) -> pa.Table:

@@ -17,7 +17,10 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray
+
+from raypipe import io as rio
 
 from raypipe.config import EncoderConfig
 from raypipe.jobs.runtime import cached, fetch, resources
@@ -117,8 +120,8 @@ def run_name(cfg: EncoderConfig, n_items: int, max_length: int, mask_purchased: 
 
 def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: EncoderConfig,
                   max_length: int, storage: str, data_key: str, mask_purchased: bool = True,
-                  max_failures: int = 2, crash_after_epoch: int | None = None
-                  ) -> tuple[dict, dict]:
+                  max_failures: int = 2, crash_after_epoch: int | None = None,
+                  fresh: bool = False) -> tuple[dict, dict]:
     """Encoded histories (a Ray Dataset) -> (best state dict, training summary), trained by
     Ray Train; checkpoints under `storage`/<run name>. A failed worker group is restarted
     from the latest checkpoint up to `max_failures` times. `crash_after_epoch` injects a
@@ -132,6 +135,11 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
     scaling = ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
                             resources_per_worker=None if use_gpu else {"CPU": threads})
     name = run_name(cfg, n_items, max_length, mask_purchased, data_key)
+    if fresh:
+        fs, path = rio.resolve(f"{storage.rstrip('/')}/{name}")
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            log.info("encoder: deleting the checkpoints of %s (a fresh run)", name)
+            fs.delete_dir(path)
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={"cfg": cfg, "n_items": n_items, "max_length": max_length,
@@ -157,15 +165,18 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
     return state["best_state"], summary
 
 
-def fit_encoder(users, catalogue, catalogue_ref, cfg, storage: str, data_key: str):
-    """Pipeline stage: user sequences -> a TrainedEncoder and its training summary."""
+def fit_encoder(users, catalogue, catalogue_ref, cfg, storage: str, data_key: str,
+                fresh: bool = False):
+    """Pipeline stage: user sequences -> a TrainedEncoder and its training summary.
+    `fresh` deletes the run's checkpoints first, so training starts over."""
     from raypipe.encoder import TrainedEncoder
     width = cfg.sequences.max_length
     encoded = encode_users(users, catalogue_ref, width)
     text = catalogue.vectors if cfg.encoder.text else None
     start = time.perf_counter()
     state, summary = train_encoder(encoded, len(catalogue.item_ids), text, cfg.encoder, width,
-                                   storage, data_key, cfg.recommend.exclude_purchased)
+                                   storage, data_key, cfg.recommend.exclude_purchased,
+                                   fresh=fresh)
     trained = summary["epochs"] - summary["resumed_from_epoch"]
     summary["seconds"] = round(time.perf_counter() - start, 2)
     summary["seconds_per_epoch"] = round(summary["seconds"] / max(trained, 1), 2)

@@ -1,0 +1,149 @@
+"""Pseudonymous user ids and forgetting users. Knows nothing about Ray.
+
+With `privacy.pseudonymize: true`, every user id is replaced right after it is read by
+`HMAC-SHA256(key, id)` (32 hex digits), so no table, quarantine record or log line of the run
+holds a raw id. The key comes from `RAYPIPE_PSEUDONYM_KEY` or from the file named by
+`RAYPIPE_PSEUDONYM_KEY_FILE` (a mounted secret); it is never written anywhere. The manifest
+keeps only a check value (an HMAC of a fixed string) so that the service can refuse a key
+that does not match the run. The same key maps ids for the service's lookups.
+
+`forget(artifacts, user)` removes one user from every table of a finished run, atomically,
+records that it happened (without the id) in the manifest, and deletes the run's stage store,
+which holds the user's rows too. The raw logs are the operator's to purge; a re-run from
+logs that still hold the user brings them back.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+KEY_ENV, KEY_FILE_ENV = "RAYPIPE_PSEUDONYM_KEY", "RAYPIPE_PSEUDONYM_KEY_FILE"
+
+
+def load_key() -> bytes:
+    """The pseudonymisation key from the environment or the secret file; refuses a short
+    one (HMAC keys under 16 bytes are guessable)."""
+    key = os.environ.get(KEY_ENV)
+    if key is None and os.environ.get(KEY_FILE_ENV):
+        with open(os.environ[KEY_FILE_ENV], "rb") as f:
+            key = f.read().strip().decode()
+    if not key:
+        raise ValueError(f"privacy.pseudonymize is on but no key is set: put one in "
+                         f"{KEY_ENV} or in a file named by {KEY_FILE_ENV}")
+    if len(key) < 16:
+        raise ValueError(f"the pseudonymisation key is {len(key)} characters; use 16 or more")
+    return key.encode()
+
+
+class Pseudonymizer:
+    """id -> HMAC-SHA256(key, id)[:32 hex]; shipped to Ray workers, never printed."""
+
+    def __init__(self, key: bytes):
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "Pseudonymizer(<key hidden>)"
+
+    @property
+    def check(self) -> str:
+        """A value that identifies the key without revealing it (for the manifest)."""
+        return self.one("raypipe key check")
+
+    def one(self, user_id: str) -> str:
+        return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def array(self, ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """Each distinct id hashed once; nulls stay null."""
+        if isinstance(ids, pa.ChunkedArray):
+            ids = ids.combine_chunks()
+        encoded = pc.dictionary_encode(ids.cast(pa.string()))
+        hashed = pa.array([None if v is None else self.one(v)
+                           for v in encoded.dictionary.to_pylist()], pa.string())
+        return pc.take(hashed, encoded.indices)
+
+    def table(self, t: pa.Table, column: str = "user_id") -> pa.Table:
+        if column not in t.column_names:
+            return t
+        i = t.column_names.index(column)
+        return t.set_column(i, column, self.array(t[column]))
+
+
+def pseudonymizer(enabled: bool) -> Pseudonymizer | None:
+    return Pseudonymizer(load_key()) if enabled else None
+
+
+def without_user(table: pa.Table, user_id: str) -> pa.Table:
+    """Rows of `table` that are not the user's: by `user_id` column, or, for quarantined
+    rows, by the user id inside the JSON record."""
+    if "user_id" in table.column_names:
+        return table.filter(pc.fill_null(pc.not_equal(table["user_id"], user_id), True))
+    if "record" in table.column_names:
+        keep = [_record_user(r) != user_id for r in table["record"].to_pylist()]
+        return table.filter(pa.array(keep, pa.bool_()))
+    return table
+
+
+def _record_user(record: str | None):
+    try:
+        value = json.loads(record or "{}")
+    except json.JSONDecodeError:
+        return None
+    return str(value.get("user_id")) if isinstance(value, dict) and "user_id" in value \
+        else None
+
+
+def forget(artifacts: str, user_id: str) -> dict:
+    """Remove `user_id` (a raw id; mapped with the key when the run is pseudonymised) from
+    every table of the run at `artifacts`. -> {table: rows removed}. Raises ValueError when
+    the run does not know the user."""
+    from raypipe.artifacts import MANIFEST, ArtifactWriter, Folder, read_manifest
+    manifest = read_manifest(artifacts)
+    stored = stored_id(manifest, user_id)
+    source = Folder(artifacts)
+    out = ArtifactWriter(artifacts)
+    removed = {}
+    try:
+        for name, rows in manifest["tables"].items():
+            table = source.read(name)
+            kept = without_user(table, stored)
+            if kept.num_rows != table.num_rows:
+                removed[name] = table.num_rows - kept.num_rows
+            out.table(name, kept.replace_schema_metadata(table.schema.metadata))
+        if not removed:
+            raise ValueError(f"that user is in no table of {artifacts}")
+        for path in source.files():
+            rel = os.path.relpath(path, source.path)
+            if "/" not in rel and rel != MANIFEST:             # encoder.pt, metrics.json
+                out.bytes(rel, source.read_bytes(rel))
+        manifest["tables"] = out.tables
+        manifest.setdefault("forgotten", []).append(
+            {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": removed})
+        manifest["users"]["profiled"] -= removed.get("profiles", 0)
+        manifest["users"]["with_events"] -= removed.get("sequences", 0)
+        out.json(MANIFEST, manifest)
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    stages = Folder(f"{artifacts.rstrip('/')}.stages")
+    stages.delete()              # it holds the user's rows too; the next run rebuilds it
+    return removed
+
+
+def stored_id(manifest: dict, user_id: str) -> str:
+    """The id under which the run stores `user_id`: itself, or its pseudonym (the key from
+    the environment must be the run's)."""
+    privacy = manifest.get("privacy") or {}
+    if not privacy.get("pseudonymized"):
+        return user_id
+    p = Pseudonymizer(load_key())
+    if p.check != privacy.get("key_check"):
+        raise ValueError("the pseudonymisation key in the environment is not the one this "
+                         "run was made with")
+    return p.one(user_id)
