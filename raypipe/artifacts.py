@@ -130,13 +130,9 @@ class ArtifactWriter(Folder):
 
     def __init__(self, output: str):
         super().__init__(output)
-        self.output, self.final = output, self.path
+        self.final = self.path
         self.path = f"{self.final}.tmp-{uuid.uuid4().hex[:8]}"
         self.fs.create_dir(self.path, recursive=True)
-
-    @property
-    def tmp(self) -> str:
-        return self.path
 
     def commit(self) -> None:
         """Put the finished run in place; an earlier run there is replaced."""
@@ -160,8 +156,7 @@ class ArtifactWriter(Folder):
         self.fs.delete_dir(self.path)
 
     def abort(self) -> None:
-        if self.fs.get_file_info(self.path).type != pafs.FileType.NotFound:
-            self.fs.delete_dir(self.path)
+        self.delete()
 
 
 def read_table(output: str, name: str) -> pa.Table:

@@ -91,7 +91,9 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
             for table in stage.folder.tables:
                 if table.startswith("_"):
                     continue
-                out.link_table(stage.folder, table, prefix=f"{name}-" * (table == "quarantine"))
+                # `quarantine` gathers the items' and the events' bad rows: keep names apart
+                prefix = f"{name}-" if table == "quarantine" else ""
+                out.link_table(stage.folder, table, prefix=prefix)
         if s["users"].folder.exists("encoder.pt"):
             out.bytes("encoder.pt", s["users"].folder.read_bytes("encoder.pt"))
         metrics = s["outputs"].info["metrics"]

@@ -109,7 +109,7 @@ def forget(artifacts: str, user_id: str) -> dict:
     out = ArtifactWriter(artifacts)
     removed = {}
     try:
-        for name, rows in manifest["tables"].items():
+        for name in manifest["tables"]:
             table = source.read(name)
             kept = without_user(table, stored)
             if kept.num_rows != table.num_rows:
