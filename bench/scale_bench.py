@@ -52,6 +52,16 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
+def _name(pid: int) -> str:
+    """A Ray process's title (ray::IDLE, ray::EmbedActor, raylet, ...) or its program."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return str(pid)
+    return os.path.basename(args[0].decode(errors="replace"))[:40]
+
+
 def used_kib() -> int:
     return _kib("/proc/meminfo", "MemTotal:") - _kib("/proc/meminfo", "MemAvailable:")
 
@@ -66,17 +76,36 @@ def spill_bytes() -> int:
 
 
 class Sampler(threading.Thread):
-    def __init__(self, sid: int):
+    """Samples memory every second; the peak PSS is also kept per stage, the stage being the
+    last `stage X: started` line the driver has logged."""
+
+    def __init__(self, sid: int, log_path: str):
         super().__init__(daemon=True)
-        self.sid, self.stop = sid, threading.Event()
+        self.sid, self.stop, self.log_path = sid, threading.Event(), log_path
         self.base = used_kib()
         self.rss = self.pss = self.used = self.spill = 0
+        self.stage, self.stage_pss, self.top = "start", {}, []
+
+    def _current_stage(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                started = re.findall(r"stage (\w+): started", f.read())
+        except OSError:
+            return self.stage
+        return started[-1] if started else self.stage
 
     def run(self):
         while not self.stop.is_set():
             pids = session_pids(self.sid)
+            self.stage = self._current_stage()
+            each = {p: _kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids}
+            pss = sum(each.values())
             self.rss = max(self.rss, sum(_kib(f"/proc/{p}/status", "VmRSS:") for p in pids))
-            self.pss = max(self.pss, sum(_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids))
+            if pss > self.pss:
+                self.top = [(_name(p), round(kib * 1024 / GIB, 2)) for p, kib in
+                            sorted(each.items(), key=lambda kv: -kv[1])[:8]]
+            self.pss = max(self.pss, pss)
+            self.stage_pss[self.stage] = max(self.stage_pss.get(self.stage, 0), pss)
             self.used = max(self.used, used_kib() - self.base)
             self.spill = max(self.spill, spill_bytes())
             self.stop.wait(1.0)
@@ -99,7 +128,7 @@ def run_size(events: int, work: str, extra: list[str]) -> dict:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    sampler = Sampler(proc.pid)
+    sampler = Sampler(proc.pid, f"{work}/run-{events}.log")
     sampler.start()
     code = proc.wait()
     wall = time.perf_counter() - start
@@ -118,6 +147,9 @@ def run_size(events: int, work: str, extra: list[str]) -> dict:
             "generate_s": round(generate_s, 1), "seconds": manifest["seconds"],
             "peak_rss_sum_gib": round(sampler.rss * 1024 / GIB, 2),
             "peak_pss_sum_gib": round(sampler.pss * 1024 / GIB, 2),
+            "peak_pss_gib_by_stage": {k: round(v * 1024 / GIB, 2)
+                                      for k, v in sampler.stage_pss.items()},
+            "processes_at_peak_gib": sampler.top,
             "peak_machine_used_gib": round(sampler.used * 1024 / GIB, 2),
             "spill_dir_peak_gib": round(sampler.spill / GIB, 3),
             "spilled_mib_logged": max(spilled) if spilled else 0}

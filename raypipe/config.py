@@ -18,6 +18,7 @@ from raypipe.schema import EVENT_TYPES
 SOURCES = ("synthetic", "events", "amazon-p5", "recbole", "online-retail")
 USER_REPRS = ("encoder", "pooled", "text")
 STRATEGIES = ("vector", "segment", "blend")
+INDEXES = ("auto", "flat", "ivf")
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,14 @@ class RecommendConfig:
     # vector used for segments. On amazon-beauty, half-life 1 gives Recall@10 0.057, 10 gives
     # 0.039 (docs/results.md). Ignored for user_repr=text, which queries with its own vector.
     query_half_life: float = 1.0
+    # The item index `vector` retrieval searches: `flat` (exact), `ivf` (inverted file:
+    # ivf_lists clusters of items, ivf_probe of them searched per query), or `auto`: flat
+    # below ivf_min_items items, ivf from there. The run measures IVF's recall against exact
+    # search on a sample of users (manifest: outputs.index).
+    index: str = "auto"
+    ivf_min_items: int = 50_000
+    ivf_lists: int = 0         # 0: 4 x sqrt(items)
+    ivf_probe: int = 32
 
     def __post_init__(self):
         object.__setattr__(self, "strategies", tuple(self.strategies))
@@ -195,6 +204,11 @@ class RecommendConfig:
             raise ValueError(f"recommend: strategies={self.strategies} (allowed {STRATEGIES}), "
                              f"k={self.k} >= 1, blend_weight={self.blend_weight} in [0, 1], "
                              f"query_half_life={self.query_half_life} > 0")
+        if self.index not in INDEXES or self.ivf_min_items < 1 or self.ivf_lists < 0 or \
+                self.ivf_probe < 1:
+            raise ValueError(f"recommend: index={self.index!r} (one of {INDEXES}), "
+                             f"ivf_min_items={self.ivf_min_items} >= 1, "
+                             f"ivf_lists={self.ivf_lists} >= 0, ivf_probe={self.ivf_probe} >= 1")
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ class Stages:
 
     def _events(self, f: Folder) -> dict:
         cfg = self.cfg
-        parts = ingest.default_partitions(cfg.sequences)
+        parts = ingest.default_partitions(cfg.sequences, cfg.source)
         with self.t("clean"):
             events, bad, rows = ingest.read_events(
                 cfg.source, self.catalogue_table()["item_id"], cfg.clean.strict, parts,
@@ -202,9 +202,9 @@ class Stages:
         catalogue = self.catalogue()
         if cfg.user_repr != "encoder":
             with self.t("user_embeddings"):
-                users = user_vectors(seqs, catalogue, cfg)
-                f.dataset("_users", users)
-                f.dataset("user_embeddings", users.select_columns(["user_id", "vector"]))
+                f.dataset("_users", user_vectors(seqs, catalogue, cfg))
+                f.dataset("user_embeddings",
+                          f.read_dataset("_users").select_columns(["user_id", "vector"]))
             return {"profiled": f.tables["_users"]}
         with self.t("encoder"):
             storage = cfg.encoder.storage or f"{self.requested.output.rstrip('/')}.train"
@@ -217,10 +217,10 @@ class Stages:
             torch.save(trained.to_file(), buf)
             f.bytes("encoder.pt", buf.getvalue())
         with self.t("user_embeddings"):
-            users = encoder_user_vectors(profiled(seqs), catalogue_ref, [ray.put(trained)])
-            f.dataset("_users", users)
-            f.dataset("user_embeddings",
-                      users.select_columns(["user_id", "vector", "segment_vector"]))
+            f.dataset("_users", encoder_user_vectors(profiled(seqs), catalogue_ref,
+                                                     [ray.put(trained)]))
+            f.dataset("user_embeddings", f.read_dataset("_users").select_columns(
+                ["user_id", "vector", "segment_vector"]))
             f.table("item_vectors", pa.table({
                 "item_id": catalogue.item_ids,
                 "vector": to_arrow(encoder_item_vectors(trained.model()))}))
@@ -258,13 +258,14 @@ class Stages:
         with self.t("recommendations"):
             rankings = segment_rankings(mass, cfg.kmeans.n_clusters, depth=1000)
             f.table("segment_items", segment_items_table(rankings, catalogue.item_ids))
-            f.dataset("recommendations",
-                      recommend_users(users, catalogue_ref, model_ref, rankings))
+            recs, index = recommend_users(users, catalogue_ref, model_ref, rankings)
+            log.info("item index: %s", index)
+            f.dataset("recommendations", recs)
         metrics = {"planted": planted_agreement(f, self.truth)} if self.truth else {}
         if self.holdout:
             with self.t("evaluate"):
                 metrics = {**metrics, **evaluate(f, users, cfg)}
-        return {"metrics": metrics}
+        return {"metrics": metrics, "index": index}
 
 
 def data_key(cfg: PipelineConfig) -> str:
@@ -322,6 +323,7 @@ def build_manifest(requested, cfg, s: dict, timings, metrics, tables, stages) ->
         "users": {"with_events": n_users, "profiled": profiled_users,
                   "too_short": n_users - profiled_users},
         "kmeans": s["segments"].info["kmeans"], "privacy": events["privacy"],
+        "item_index": s["outputs"].info.get("index"),
         "seconds": dict(timings), "stages": stages, "metrics": metrics, "tables": tables,
         **({"encoder": users["training"]} if "training" in users else {}),
     }

@@ -12,9 +12,10 @@ import dataclasses
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from raypipe.config import RecommendConfig, UserConfig
-from raypipe.users import history_weights, pool
+from raypipe.users import event_types_array, history_weights, pool
 
 RECOMMENDATIONS = pa.schema([("user_id", pa.string()), ("rank", pa.int32()),
                              ("item_id", pa.string()), ("score", pa.float32()),
@@ -59,17 +60,26 @@ def segment_rankings_from_table(table: pa.Table, n_segments: int, item_index) ->
             for s in range(n_segments)]
 
 
-def purchased_rows(item_index: list[np.ndarray], event_types: list[list[str]],
+def purchased_rows(item_index: list[np.ndarray], event_types,
                    exclude_purchased: bool) -> list[set]:
-    """Per user the catalogue rows to leave out of the recommendations."""
-    if not exclude_purchased:
+    """Per user the catalogue rows to leave out of the recommendations.
+    event_types: a list<string> column or lists of strings."""
+    if not exclude_purchased or not item_index:
         return [set() for _ in item_index]
-    return [set(np.asarray(rows)[np.asarray(t) == "purchase"].tolist())
-            for rows, t in zip(item_index, event_types)]
+    lists = event_types_array(event_types)
+    bought = (pc.equal(lists.flatten(), "purchase").fill_null(False)
+              .to_numpy(zero_copy_only=False))
+    rows = np.concatenate(item_index)
+    ends = np.cumsum([len(ix) for ix in item_index])
+    out = [set() for _ in item_index]
+    for u, row in zip(np.searchsorted(ends, np.flatnonzero(bought), side="right").tolist(),
+                      rows[bought].tolist()):
+        out[u].add(row)
+    return out
 
 
 def query_vectors(user_repr: str, vectors: np.ndarray, item_index: list[np.ndarray],
-                  event_types: list[list[str]], user: UserConfig, cfg: RecommendConfig,
+                  event_types, user: UserConfig, cfg: RecommendConfig,
                   item_vectors: np.ndarray) -> np.ndarray:
     """What `vector` retrieval asks with: the user's own vector, except for `pooled` users,
     who query with their recent intent (item vectors pooled with `query_half_life`)."""
@@ -79,64 +89,181 @@ def query_vectors(user_repr: str, vectors: np.ndarray, item_index: list[np.ndarr
     return pool(item_index, history_weights(event_types, recent), item_vectors)
 
 
+class Ranked:
+    """One strategy's answer for a batch of users: `rows` and `scores` (n_users, k), best
+    first, padded with -1 rows where fewer than k items qualify. `ranked[u]` is user u's
+    (rows, scores) without the padding."""
+
+    def __init__(self, rows: np.ndarray, scores: np.ndarray):
+        self.rows, self.scores = rows, scores
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        keep = self.rows[u] >= 0
+        return self.rows[u][keep], self.scores[u][keep]
+
+    def prefix(self, k: int) -> "Ranked":
+        return Ranked(self.rows[:, :k], self.scores[:, :k])
+
+
+def first_k(rows: np.ndarray, scores: np.ndarray, excluded: np.ndarray, k: int) -> Ranked:
+    """(n, m) candidates best first -> the first k per row that are real (>= 0) and not
+    excluded, packed to the left."""
+    keep = (rows >= 0) & ~excluded
+    pos = np.cumsum(keep, axis=1) - 1
+    u, c = np.nonzero(keep & (pos < k))
+    out_rows = np.full((len(rows), k), -1, np.int64)
+    out_scores = np.zeros((len(rows), k), np.float32)
+    out_rows[u, pos[u, c]] = rows[u, c]
+    out_scores[u, pos[u, c]] = scores[u, c]
+    return Ranked(out_rows, out_scores)
+
+
+class ExcludedRows:
+    """Per user a set of catalogue rows, as one sorted array of keys user * n_items + row, so
+    that a whole (users, candidates) matrix is checked at once."""
+
+    def __init__(self, exclude: list[set], n_items: int):
+        lengths = np.array([len(e) for e in exclude], np.int64)
+        users = np.repeat(np.arange(len(exclude), dtype=np.int64), lengths)
+        rows = np.fromiter((r for e in exclude for r in e), np.int64, int(lengths.sum()))
+        self.keys, self.n_items = np.sort(users * n_items + rows), n_items
+        self.most = int(lengths.max(initial=0))
+
+    def mask(self, rows: np.ndarray) -> np.ndarray:
+        keys = np.arange(len(rows), dtype=np.int64)[:, None] * self.n_items + rows
+        return np.isin(keys, self.keys) & (rows >= 0)
+
+
+def build_index(vectors: np.ndarray, cfg: RecommendConfig) -> faiss.Index:
+    """Inner-product index over the item vectors: exact (flat) for catalogues below
+    `cfg.ivf_min_items`, an inverted-file index (IVF, `cfg.ivf_probe` of its lists searched)
+    above, or as `cfg.index` says. IVF's clustering is seeded, so the batch job and the
+    service build the same index from the same vectors."""
+    n, d = vectors.shape
+    kind = cfg.index if cfg.index != "auto" else \
+        ("ivf" if n >= cfg.ivf_min_items else "flat")
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+        index.add(vectors)
+        return index
+    lists = cfg.ivf_lists or int(4 * np.sqrt(n))
+    lists = max(1, min(lists, n // 39))     # faiss wants >= 39 training points per list
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = 1234
+    index.train(vectors)
+    index.add(vectors)
+    index.nprobe = min(cfg.ivf_probe, lists)
+    return index
+
+
+def index_info(index: faiss.Index) -> dict:
+    if isinstance(index, faiss.IndexIVF):
+        return {"kind": "ivf", "lists": int(index.nlist), "probe": int(index.nprobe)}
+    return {"kind": "flat"}
+
+
 class Recommender:
-    """Ranks items for users given their vectors, segments and items to leave out."""
+    """Ranks items for users given their vectors, segments and items to leave out, a batch of
+    users at a time (numpy over the whole batch; no per-user Python)."""
 
     def __init__(self, item_ids: list[str], item_vectors: np.ndarray,
                  seg_rankings: list[tuple], cfg: RecommendConfig):
-        self.item_ids = np.asarray(item_ids, dtype=object)
+        self.item_ids = pa.array(item_ids, pa.string())
         self.item_vectors = np.ascontiguousarray(item_vectors, np.float32)
-        self.index = faiss.IndexFlatIP(self.item_vectors.shape[1])
-        self.index.add(self.item_vectors)
+        self.index = build_index(self.item_vectors, cfg)
         self.seg_rankings, self.cfg = seg_rankings, cfg
-        self.seg_score = [dict(zip(r.tolist(), s.tolist())) for r, s in seg_rankings]
+        n_items, depth = len(item_ids), max((len(r) for r, _ in seg_rankings), default=0)
+        # Per segment its ranked rows and scores as a padded matrix, and every
+        # (segment, row) -> score as sorted keys for blend's lookups.
+        self.seg_rows = np.full((len(seg_rankings), depth), -1, np.int64)
+        self.seg_scores = np.zeros((len(seg_rankings), depth), np.float32)
+        keys, values = [], []
+        for s, (r, sc) in enumerate(seg_rankings):
+            self.seg_rows[s, :len(r)], self.seg_scores[s, :len(r)] = r, sc
+            keys.append(s * n_items + np.asarray(r, np.int64))
+            values.append(np.asarray(sc, np.float32))
+        keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        order = np.argsort(keys, kind="stable")
+        self.seg_keys = keys[order]
+        self.seg_values = (np.concatenate(values) if values else np.zeros(0, np.float32))[order]
 
     def recommend(self, vectors: np.ndarray, segments: np.ndarray, exclude: list[set],
-                  k: int | None = None, strategies: tuple | None = None
-                  ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-        """-> {strategy: per user (item rows, scores)}, k (default cfg.k) best each, best
-        first. Asked for fewer than cfg.k, the answer is the prefix of cfg.k's (blend's
-        candidates depend on k), so the service always agrees with the batch job."""
+                  k: int | None = None, strategies: tuple | None = None) -> dict[str, Ranked]:
+        """-> {strategy: Ranked}, k (default cfg.k) best each, best first. Asked for fewer
+        than cfg.k, the answer is the prefix of cfg.k's (blend's candidates depend on k), so
+        the service always agrees with the batch job."""
         want, n_items = k or self.cfg.k, len(self.item_ids)
         k = max(want, self.cfg.k)
-        depth = min(n_items, k + max((len(e) for e in exclude), default=0))
-        scores, rows = self.index.search(np.ascontiguousarray(vectors, np.float32), depth)
-        out = {s: [] for s in (strategies or self.cfg.strategies)}
-        for u in range(len(vectors)):
-            vec = self._drop(rows[u], scores[u], exclude[u], k)
-            seg_rows, seg_scores = self.seg_rankings[segments[u]]
-            seg = self._drop(seg_rows[: k + len(exclude[u])], seg_scores, exclude[u], k)
-            if "vector" in out:
-                out["vector"].append(vec)
-            if "segment" in out:
-                out["segment"].append(seg)
-            if "blend" in out:
-                out["blend"].append(self._blend(vectors[u], segments[u], vec[0], seg[0], k))
-        return {s: [(r[:want], sc[:want]) for r, sc in per_user] for s, per_user in out.items()}
+        segments = np.asarray(segments, np.int64)
+        excluded = ExcludedRows(exclude, n_items)
+        strategies = strategies or self.cfg.strategies
+        out = {}
+        vec = seg = None
+        if "vector" in strategies or "blend" in strategies:
+            depth = min(n_items, k + excluded.most)
+            scores, rows = self.index.search(np.ascontiguousarray(vectors, np.float32), depth)
+            vec = first_k(rows, scores, excluded.mask(rows), k)
+        if "segment" in strategies or "blend" in strategies:
+            rows = self.seg_rows[segments, : k + excluded.most]
+            seg = first_k(rows, self.seg_scores[segments, : k + excluded.most],
+                          excluded.mask(rows), k)
+        if "vector" in strategies:
+            out["vector"] = vec
+        if "segment" in strategies:
+            out["segment"] = seg
+        if "blend" in strategies:
+            out["blend"] = self._blend(vectors, segments, vec.rows, seg.rows, k)
+        return {s: out[s].prefix(want) for s in strategies}
 
-    @staticmethod
-    def _drop(rows: np.ndarray, scores: np.ndarray, exclude: set, k: int):
-        keep = np.array([r >= 0 and r not in exclude for r in rows.tolist()], bool)
-        return rows[keep][:k], scores[: len(rows)][keep][:k]
-
-    def _blend(self, vector, segment, vec_rows, seg_rows, k):
-        cand = np.unique(np.concatenate([vec_rows, seg_rows]))
+    def _blend(self, vectors, segments, vec_rows, seg_rows, k) -> Ranked:
+        """w * (item . user) + (1 - w) * the segment's score over the union of both lists."""
+        cand = np.sort(np.concatenate([vec_rows, seg_rows], axis=1), axis=1)
+        invalid = cand < 0
+        invalid[:, 1:] |= cand[:, 1:] == cand[:, :-1]          # each item once
+        safe = np.where(invalid, 0, cand)
+        vectors, dot = np.asarray(vectors, np.float32), np.empty(cand.shape, np.float32)
+        for i in range(0, len(cand), 1024):         # bounded: (1024, 2k, d) at a time
+            dot[i:i + 1024] = np.matmul(self.item_vectors[safe[i:i + 1024]],
+                                        vectors[i:i + 1024, :, None])[:, :, 0]
+        keys = segments[:, None] * len(self.item_ids) + safe
+        at = np.minimum(np.searchsorted(self.seg_keys, keys), max(len(self.seg_keys) - 1, 0))
+        seg_score = np.where(self.seg_keys[at] == keys, self.seg_values[at], 0.0) \
+            if len(self.seg_keys) else np.zeros(keys.shape, np.float32)
         w = self.cfg.blend_weight
-        seg_score = self.seg_score[segment]
-        score = w * (self.item_vectors[cand] @ vector) + \
-            (1 - w) * np.array([seg_score.get(r, 0.0) for r in cand.tolist()], np.float32)
-        order = np.lexsort((cand, -score))[:k]
-        return cand[order], score[order].astype(np.float32)
+        score = (w * dot + (1 - w) * seg_score.astype(np.float32)).astype(np.float32)
+        order = np.lexsort((cand, -score, invalid), axis=1)
+        rows = np.take_along_axis(np.where(invalid, -1, cand), order, axis=1)
+        score = np.take_along_axis(score, order, axis=1)
+        return first_k(rows, score, np.zeros(rows.shape, bool), k)
 
-    def to_table(self, user_ids: list[str], ranked: dict) -> pa.Table:
+    def index_recall(self, queries: np.ndarray, k: int | None = None) -> float:
+        """Share of the exact top-k items (inner product over the whole catalogue) that the
+        index finds: 1.0 for the flat index, measured for IVF."""
+        if not isinstance(self.index, faiss.IndexIVF) or len(queries) == 0:
+            return 1.0
+        k = min(k or self.cfg.k, len(self.item_ids))
+        queries = np.ascontiguousarray(queries, np.float32)
+        exact = faiss.IndexFlatIP(self.item_vectors.shape[1])
+        exact.add(self.item_vectors)
+        _, truth = exact.search(queries, k)
+        _, found = self.index.search(queries, k)
+        hits = sum(len(set(t.tolist()) & set(f.tolist())) for t, f in zip(truth, found))
+        return hits / truth.size
+
+    def to_table(self, user_ids, ranked: dict[str, Ranked]) -> pa.Table:
         """Recommender output -> rows (user_id, rank, item_id, score, strategy)."""
-        cols = {name: [] for name in RECOMMENDATIONS.names}
-        for strategy, per_user in ranked.items():
-            for user, (rows, scores) in zip(user_ids, per_user):
-                n = len(rows)
-                cols["user_id"] += [user] * n
-                cols["rank"] += range(1, n + 1)
-                cols["item_id"] += self.item_ids[rows].tolist()
-                cols["score"] += scores.tolist()
-                cols["strategy"] += [strategy] * n
-        return pa.table(cols, schema=RECOMMENDATIONS)
+        user_ids = pa.array(user_ids, pa.string()) if not isinstance(user_ids, pa.Array) \
+            else user_ids
+        parts = []
+        for strategy, r in ranked.items():
+            u, c = np.nonzero(r.rows >= 0)
+            parts.append(pa.table({
+                "user_id": user_ids.take(pa.array(u)),
+                "rank": pa.array(c + 1, pa.int32()),
+                "item_id": self.item_ids.take(pa.array(r.rows[u, c])),
+                "score": pa.array(r.scores[u, c], pa.float32()),
+                "strategy": pa.array([strategy] * len(u), pa.string())}, schema=RECOMMENDATIONS))
+        return pa.concat_tables(parts) if parts else RECOMMENDATIONS.empty_table()

@@ -46,6 +46,8 @@ class Fragment:
     fmt: str                  # parquet | csv | jsonl | p5-seq | p5-items | recbole-inter | ...
     row_group: int = -1
     row_offset: int = 0       # records before this fragment in its file
+    rows: int = -1            # records in it, where the format says (Parquet), else -1
+    size: int = -1            # bytes of the file, where the planner asked
 
 
 # ---------------------------------------------------------------- planning (driver side)
@@ -61,14 +63,24 @@ def plan_tables(uri: str) -> list[Fragment]:
     for path in paths:
         fmt = TABLE_EXTENSIONS["." + path.rsplit(".", 1)[-1]]
         if fmt != "parquet":
-            out.append(Fragment(_uri(uri, path), fmt))
+            out.append(Fragment(_uri(uri, path), fmt, size=fs.get_file_info(path).size))
             continue
         meta = pq.ParquetFile(fs.open_input_file(path)).metadata
         offset = 0
         for g in range(meta.num_row_groups):
-            out.append(Fragment(_uri(uri, path), fmt, g, offset))
-            offset += meta.row_group(g).num_rows
+            n = meta.row_group(g).num_rows
+            out.append(Fragment(_uri(uri, path), fmt, g, offset, rows=n))
+            offset += n
     return out
+
+
+def estimated_rows(fragments: list[Fragment], bytes_per_row: int = 80) -> int:
+    """Records in the fragments: Parquet's own counts, else file bytes / bytes_per_row (a
+    CSV or JSON Lines behaviour event is 50-120 bytes). 0 when nothing says."""
+    total = 0
+    for f in fragments:
+        total += f.rows if f.rows >= 0 else max(f.size, 0) // bytes_per_row
+    return total
 
 
 def plan_events(cfg: SourceConfig) -> list[Fragment]:

@@ -6,20 +6,41 @@ same weights give each history item its share in the user's interests (profiles.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from raypipe.config import UserConfig
 from raypipe.vectors import normalize
 
 
-def history_weights(event_types: list[list[str]], cfg: UserConfig) -> list[np.ndarray]:
-    """Per user, weight of each history event: event weight x 0.5 ** (age in events / half life)."""
-    out = []
-    for types in event_types:
-        n = len(types)
-        age = np.arange(n - 1, -1, -1, dtype=np.float64)
-        ev = np.array([cfg.event_weights.get(t, 1.0) for t in types], np.float64)
-        out.append(ev * 0.5 ** (age / cfg.half_life))
-    return out
+def event_types_array(event_types) -> pa.ListArray:
+    """A list<string> column (Arrow, possibly chunked or sliced) or lists of strings -> one
+    Arrow list array."""
+    if isinstance(event_types, pa.ChunkedArray):
+        return event_types.combine_chunks()
+    if isinstance(event_types, pa.Array):
+        return event_types
+    return pa.array(event_types, pa.list_(pa.string()))
+
+
+def _lengths(lists: pa.ListArray) -> np.ndarray:
+    offsets = lists.offsets.to_numpy()
+    return np.diff(offsets)
+
+
+def history_weights(event_types, cfg: UserConfig) -> list[np.ndarray]:
+    """Per user, weight of each history event: event weight x 0.5 ** (age in events / half life).
+    event_types: a list<string> column or lists of strings."""
+    lists = event_types_array(event_types)
+    lengths = _lengths(lists)
+    names = list(cfg.event_weights)
+    code = pc.index_in(lists.flatten(), value_set=pa.array(names, pa.string()))
+    code = code.fill_null(len(names)).to_numpy()
+    ev = np.array([float(cfg.event_weights[n]) for n in names] + [1.0], np.float64)[code]
+    ends = np.cumsum(lengths)
+    age = (np.repeat(ends, lengths) - 1 - np.arange(int(ends[-1]) if len(ends) else 0))
+    w = ev * 0.5 ** (age.astype(np.float64) / cfg.half_life)
+    return np.split(w, ends[:-1]) if len(lengths) else []
 
 
 def pool(item_index: list[np.ndarray], weights: list[np.ndarray],
@@ -43,7 +64,6 @@ def pool(item_index: list[np.ndarray], weights: list[np.ndarray],
 def history_rows(item_ids, index) -> list[np.ndarray]:
     """List column of item ids -> per user the items' rows in the catalogue.
     index: pandas.Index of catalogue item ids (every history item is in it after cleaning)."""
-    import pyarrow as pa
     if isinstance(item_ids, pa.ChunkedArray):
         item_ids = item_ids.combine_chunks()
     offsets = item_ids.offsets.to_numpy()

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 
 from raypipe.config import RecommendConfig
-from raypipe.recommend import Recommender, segment_rankings
+from raypipe.recommend import Recommender, index_info, segment_rankings
 
 ITEMS = ["a", "b", "c", "d"]
 VECTORS = np.eye(4, dtype=np.float32)
@@ -41,3 +41,91 @@ def test_table_rows_are_ranked_per_user_and_strategy():
     table = rec.to_table(["u"], out).to_pylist()
     assert [(r["rank"], r["item_id"], r["strategy"]) for r in table] == [
         (1, "c", "vector"), (2, "a", "vector")]
+
+
+def _reference(rec, vectors, segments, exclude, k):
+    """The per-user definition the vectorised Recommender must equal."""
+    import faiss
+    exact = faiss.IndexFlatIP(rec.item_vectors.shape[1])
+    exact.add(rec.item_vectors)
+    out = {"vector": [], "segment": [], "blend": []}
+    for u, vector in enumerate(vectors):
+        scores, rows = exact.search(vector[None], len(rec.item_vectors))
+        vec = [(r, s) for r, s in zip(rows[0], scores[0]) if r not in exclude[u]][:k]
+        seg_rows, seg_scores = rec.seg_rankings[segments[u]]
+        seg = [(r, s) for r, s in zip(seg_rows, seg_scores) if r not in exclude[u]][:k]
+        seg_score = dict(zip(seg_rows.tolist(), seg_scores.tolist()))
+        cand = sorted({r for r, _ in vec} | {r for r, _ in seg})
+        w = rec.cfg.blend_weight
+        blend = sorted(((float(w * (rec.item_vectors[r] @ vector) + (1 - w) * seg_score.get(r, 0)),
+                         r) for r in cand), key=lambda sr: (-sr[0], sr[1]))[:k]
+        out["vector"].append([r for r, _ in vec])
+        out["segment"].append([r for r, _ in seg])
+        out["blend"].append([r for _, r in blend])
+    return out
+
+
+def test_batch_recommender_equals_the_per_user_definition():
+    rng = np.random.default_rng(3)
+    n_items, d, n_users = 300, 16, 60
+    items = rng.standard_normal((n_items, d)).astype(np.float32)
+    users = rng.standard_normal((n_users, d)).astype(np.float32)
+    mass = pa.table({"segment": pa.array(rng.integers(0, 4, 900), pa.int32()),
+                     "item_row": rng.integers(0, n_items, 900),
+                     "weight": rng.random(900)})
+    rankings = segment_rankings(mass.group_by(["segment", "item_row"]).aggregate(
+        [("weight", "sum")]).rename_columns(["segment", "item_row", "weight"]), 4, depth=50)
+    rec = Recommender([f"i{i}" for i in range(n_items)], items, rankings, RecommendConfig(k=10))
+    segments = rng.integers(0, 4, n_users)
+    exclude = [set(rng.integers(0, n_items, rng.integers(0, 6)).tolist()) |
+               set(rankings[segments[u]][0][:2].tolist()) for u in range(n_users)]
+    got = rec.recommend(users, segments, exclude)
+    want = _reference(rec, users, segments, exclude, 10)
+    for strategy in ("vector", "segment", "blend"):
+        assert [got[strategy][u][0].tolist() for u in range(n_users)] == want[strategy], strategy
+    short = rec.recommend(users, segments, exclude, k=3)
+    assert all(short["blend"][u][0].tolist() == want["blend"][u][:3] for u in range(n_users))
+
+
+def test_history_weights_and_purchases_from_arrow_or_lists():
+    from raypipe.config import UserConfig
+    from raypipe.recommend import purchased_rows
+    from raypipe.users import history_weights
+    cfg = UserConfig()
+    types = [["view", "purchase", "cart"], [], ["click", "odd"], ["purchase"]]
+    column = pa.chunked_array([pa.array(types[:1] + types[:3], pa.list_(pa.string()))
+                               .slice(1), pa.array(types[3:], pa.list_(pa.string()))])
+    for given in (types, column):
+        w = history_weights(given, cfg)
+        for got, t in zip(w, types):
+            age = np.arange(len(t) - 1, -1, -1)
+            want = [cfg.event_weights.get(e, 1.0) * 0.5 ** (a / cfg.half_life)
+                    for e, a in zip(t, age)]
+            assert np.allclose(got, want, rtol=0, atol=1e-15)
+    rows = [np.array([5, 6, 7]), np.array([], np.int64), np.array([1, 2]), np.array([9])]
+    assert purchased_rows(rows, column, True) == [{6}, set(), set(), {9}]
+    assert purchased_rows(rows, types, False) == [set()] * 4
+
+
+def test_ivf_index_is_deterministic_and_recall_is_measured():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((50, 32)).astype(np.float32)
+    items = centres[rng.integers(0, 50, 5000)] + 0.3 * rng.standard_normal((5000, 32))
+    items = (items / np.linalg.norm(items, axis=1, keepdims=True)).astype(np.float32)
+    rankings = [(np.array([0, 1]), np.array([1.0, 0.5], np.float32))]
+    ids = [f"i{i}" for i in range(5000)]
+    cfg = RecommendConfig(k=10, index="ivf", ivf_probe=8)
+    a, b = Recommender(ids, items, rankings, cfg), Recommender(ids, items, rankings, cfg)
+    flat = Recommender(ids, items, rankings, RecommendConfig(k=10))
+    queries = items[:200] + 0.1 * rng.standard_normal((200, 32)).astype(np.float32)
+    ra = a.recommend(queries, np.zeros(200, int), [set()] * 200)["vector"]
+    rb = b.recommend(queries, np.zeros(200, int), [set()] * 200)["vector"]
+    assert np.array_equal(ra.rows, rb.rows)
+    assert flat.index_recall(queries) == 1.0
+    recall = a.index_recall(queries)
+    assert recall >= 0.8
+    assert index_info(flat.index) == {"kind": "flat"}
+    auto = Recommender(ids, items, rankings, RecommendConfig(ivf_min_items=5000, ivf_probe=8))
+    assert index_info(auto.index) == {"kind": "ivf", "lists": 128, "probe": 8}
+    fewer = Recommender(ids, items, rankings, RecommendConfig(k=10, index="ivf", ivf_probe=1))
+    assert fewer.index_recall(queries) < recall

@@ -108,5 +108,14 @@ def build_user_sequences(events, cfg: SequenceConfig, holdout: bool, partitions:
                                       fn_kwargs={"cfg": cfg, "holdout": holdout}), "user_id")
 
 
-def default_partitions(cfg: SequenceConfig) -> int:
-    return cfg.num_partitions or max(2, 2 * resources()[0])
+EVENTS_PER_PARTITION = 500_000
+
+
+def default_partitions(cfg: SequenceConfig, source=None) -> int:
+    """Hash partitions for the group-by-user steps: `sequences.num_partitions`, else two per
+    CPU and more for large logs (about EVENTS_PER_PARTITION events each), since each
+    partition is deduplicated and grouped in one task's memory."""
+    if cfg.num_partitions:
+        return cfg.num_partitions
+    rows = sources.estimated_rows(sources.plan_events(source)) if source else 0
+    return max(2, 2 * resources()[0], -(-rows // EVENTS_PER_PARTITION))

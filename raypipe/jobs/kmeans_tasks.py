@@ -41,8 +41,9 @@ class RayShards:
 
     @classmethod
     def from_dataset(cls, ds, column: str = "vector") -> "RayShards":
-        """One shard per block of a (materialized) dataset, in block order."""
-        refs = [_to_matrix.remote(b, column) for b in ds.to_arrow_refs()]
+        """One shard per block of a dataset's `column`, in block order (only that column is
+        read and held)."""
+        refs = [_to_matrix.remote(b, column) for b in ds.select_columns([column]).to_arrow_refs()]
         shapes = ray.get([_apply.remote(np.shape, r) for r in refs])
         keep = [i for i, s in enumerate(shapes) if s[0] > 0]
         return cls([refs[i] for i in keep], [shapes[i][0] for i in keep], shapes[keep[0]][1])

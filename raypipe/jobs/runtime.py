@@ -11,6 +11,9 @@ import ray
 
 log = logging.getLogger(__name__)
 _CACHE: dict = {}
+# Users per batch in the per-user maps (pooling, profiles, recommendations, encoder vectors):
+# a task's memory follows its batch, not the size of the block it reads.
+USER_BATCH = 4096
 
 
 def start(address: str | None = None, num_cpus: int | None = None) -> None:

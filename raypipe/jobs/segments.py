@@ -8,10 +8,10 @@ import ray
 
 from raypipe.config import KMeansConfig, PipelineConfig
 from raypipe.jobs.kmeans_tasks import RayShards
-from raypipe.jobs.runtime import cached, fetch, to_table
+from raypipe.jobs.runtime import USER_BATCH, cached, fetch, to_table
 from raypipe.kmeans import KMeans
 from raypipe.profiles import COUNTS, nearest_segments, profile_table, segment_item_mass
-from raypipe.recommend import Recommender, purchased_rows, query_vectors
+from raypipe.recommend import Recommender, index_info, purchased_rows, query_vectors
 from raypipe.users import history_rows, history_weights
 from raypipe.vectors import to_numpy
 
@@ -42,7 +42,7 @@ class SegmentModel:
 
 def _history(batch: pa.Table, catalogue, cfg):
     idx = history_rows(batch["item_ids"], catalogue.index())
-    return idx, history_weights(batch["event_types"].to_pylist(), cfg.user)
+    return idx, history_weights(batch["event_types"], cfg.user)
 
 
 def _profiles(batch: pa.Table, catalogue, model) -> pa.Table:
@@ -60,26 +60,47 @@ def _mass(batch: pa.Table, catalogue, model) -> pa.Table:
     return segment_item_mass(seg, idx, w)
 
 
-def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
-    cat, m = fetch(catalogue[0]), fetch(model[0])
-    rec = cached(f"rec-{rankings[0].hex()}", lambda: Recommender(
-        cat.item_ids, cat.vectors, fetch(rankings[0]), m.cfg.recommend))
+def _queries(batch: pa.Table, cat, m):
+    """A batch of users -> (query vectors, segments, history rows)."""
     seg, _, _ = _segments(batch, m.centroids)
     idx = history_rows(batch["item_ids"], cat.index())
-    types = batch["event_types"].to_pylist()
-    vectors = query_vectors(m.cfg.user_repr, to_numpy(batch["vector"]), idx, types, m.cfg.user,
-                            m.cfg.recommend, cat.vectors)
-    ranked = rec.recommend(vectors, seg, purchased_rows(idx, types,
+    vectors = query_vectors(m.cfg.user_repr, to_numpy(batch["vector"]), idx,
+                            batch["event_types"], m.cfg.user, m.cfg.recommend, cat.vectors)
+    return vectors, seg, idx
+
+
+def _recommender(cat, m, rankings) -> Recommender:
+    return cached(f"rec-{rankings[0].hex()}", lambda: Recommender(
+        cat.item_ids, cat.vectors, fetch(rankings[0]), m.cfg.recommend))
+
+
+def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
+    cat, m = fetch(catalogue[0]), fetch(model[0])
+    rec = _recommender(cat, m, rankings)
+    vectors, seg, idx = _queries(batch, cat, m)
+    ranked = rec.recommend(vectors, seg, purchased_rows(idx, batch["event_types"],
                                                         m.cfg.recommend.exclude_purchased))
-    return rec.to_table(batch["user_id"].to_pylist(), ranked)
+    return rec.to_table(batch["user_id"].combine_chunks(), ranked)
+
+
+@ray.remote
+def _index_check(batch: pa.Table, catalogue, model, rankings) -> dict:
+    cat, m = fetch(catalogue[0]), fetch(model[0])
+    rec = _recommender(cat, m, rankings)
+    vectors, _, _ = _queries(batch, cat, m)
+    return {**index_info(rec.index), "recall_vs_exact": round(rec.index_recall(vectors), 4),
+            "users_checked": batch.num_rows}
 
 
 def profile_users(users, catalogue_ref, model: SegmentModel):
     """-> (profiles dataset, segment item mass table summed over all users)."""
     model_ref = [ray.put(model)]
     kwargs = {"catalogue": catalogue_ref, "model": model_ref}
-    profiles = users.map_batches(_profiles, batch_format="pyarrow", fn_kwargs=kwargs)
-    mass = (users.map_batches(_mass, batch_format="pyarrow", fn_kwargs=kwargs)
+    profiles = users.map_batches(_profiles, batch_size=USER_BATCH, batch_format="pyarrow",
+                                 fn_kwargs=kwargs)
+    # Larger batches: each emits its (segment, item) sums, which the group-by then merges.
+    mass = (users.map_batches(_mass, batch_size=4 * USER_BATCH, batch_format="pyarrow",
+                              fn_kwargs=kwargs)
             .groupby(["segment", "item_row"]).sum("weight")
             .rename_columns({"sum(weight)": "weight"}))
     mass = to_table(mass)
@@ -87,6 +108,10 @@ def profile_users(users, catalogue_ref, model: SegmentModel):
 
 
 def recommend_users(users, catalogue_ref, model_ref, rankings):
-    return users.map_batches(_recommend, batch_format="pyarrow",
-                             fn_kwargs={"catalogue": catalogue_ref, "model": model_ref,
-                                        "rankings": [ray.put(rankings)]})
+    """-> (recommendations dataset, what the item index is and its recall@k against exact
+    search, measured on the first 1,000 users)."""
+    kwargs = {"catalogue": catalogue_ref, "model": model_ref, "rankings": [ray.put(rankings)]}
+    sample = to_table(users.limit(1000))
+    check = ray.get(_index_check.remote(sample, **kwargs))
+    return users.map_batches(_recommend, batch_size=USER_BATCH, batch_format="pyarrow",
+                             fn_kwargs=kwargs), check

@@ -23,7 +23,7 @@ import ray
 from raypipe import io as rio
 
 from raypipe.config import EncoderConfig
-from raypipe.jobs.runtime import cached, fetch, resources
+from raypipe.jobs.runtime import USER_BATCH, cached, fetch, resources
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -31,7 +31,7 @@ STATE_FILE = "state.pt"
 
 def encode_users(users, catalogue_ref, width: int):
     """User sequences -> rows (user_id, items (width,) int64, events (width,) int64)."""
-    return users.map_batches(_encode, batch_format="pyarrow",
+    return users.map_batches(_encode, batch_size=USER_BATCH, batch_format="pyarrow",
                              fn_kwargs={"catalogue": catalogue_ref, "width": width})
 
 
@@ -195,7 +195,6 @@ def _encoder_vectors(batch: pa.Table, catalogue, encoder) -> pa.Table:
 
 def encoder_user_vectors(users, catalogue_ref, encoder_ref):
     """User sequences -> the same rows plus the encoder's `vector` (query) and
-    `segment_vector` (taste), materialized."""
-    return users.map_batches(_encoder_vectors, batch_format="pyarrow",
-                             fn_kwargs={"catalogue": catalogue_ref,
-                                        "encoder": encoder_ref}).materialize()
+    `segment_vector` (taste); lazy, written once."""
+    return users.map_batches(_encoder_vectors, batch_size=USER_BATCH, batch_format="pyarrow",
+                             fn_kwargs={"catalogue": catalogue_ref, "encoder": encoder_ref})

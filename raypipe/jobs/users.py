@@ -9,7 +9,7 @@ from ray.data.expressions import col
 
 from raypipe.config import PipelineConfig, UserConfig
 from raypipe.jobs.embedding import embed_texts
-from raypipe.jobs.runtime import cached, fetch
+from raypipe.jobs.runtime import USER_BATCH, cached, fetch
 from raypipe.sequences import sequence_text
 from raypipe.users import history_rows, history_weights, pool
 from raypipe.vectors import to_arrow
@@ -28,7 +28,7 @@ class Catalogue:
 def _pooled(batch: pa.Table, catalogue, cfg: UserConfig) -> pa.Table:
     cat = fetch(catalogue[0])
     idx = history_rows(batch["item_ids"], cat.index())
-    vectors = pool(idx, history_weights(batch["event_types"].to_pylist(), cfg), cat.vectors)
+    vectors = pool(idx, history_weights(batch["event_types"], cfg), cat.vectors)
     return batch.append_column("vector", to_arrow(vectors))
 
 
@@ -46,12 +46,13 @@ def profiled(seqs):
 
 
 def user_vectors(seqs, catalogue: Catalogue, cfg: PipelineConfig):
-    """Sequences (too-short users left out) -> the same rows plus `vector` (materialized)."""
+    """Sequences (too-short users left out) -> the same rows plus `vector` (lazy: write it
+    once, it is not materialized)."""
     ref = [ray.put(catalogue)]
     users = profiled(seqs)
     if cfg.user_repr == "pooled":
-        return users.map_batches(_pooled, batch_format="pyarrow",
-                                 fn_kwargs={"catalogue": ref, "cfg": cfg.user}).materialize()
-    rendered = users.map_batches(_render, batch_format="pyarrow", fn_kwargs={"catalogue": ref})
-    return embed_texts(rendered, "sequence_text", cfg.embed,
-                       cfg.embed.sequence_max_length).materialize()
+        return users.map_batches(_pooled, batch_size=USER_BATCH, batch_format="pyarrow",
+                                 fn_kwargs={"catalogue": ref, "cfg": cfg.user})
+    rendered = users.map_batches(_render, batch_size=USER_BATCH, batch_format="pyarrow",
+                                 fn_kwargs={"catalogue": ref})
+    return embed_texts(rendered, "sequence_text", cfg.embed, cfg.embed.sequence_max_length)
