@@ -80,8 +80,8 @@ class Folder:
         with self.fs.open_output_stream(f"{self.path}/{name}") as f:
             f.write(data)
 
-    def read(self, name: str) -> pa.Table:
-        return pq.read_table(f"{self.path}/{name}.parquet", filesystem=self.fs)
+    def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(f"{self.path}/{name}.parquet", filesystem=self.fs, columns=columns)
 
     def read_dataset(self, name: str):
         import ray

@@ -1,4 +1,4 @@
-"""`raypipe run | generate | serve | forget`: the command line."""
+"""`raypipe run | generate | serve | forget | report | segments export`: the command line."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +63,25 @@ def _forget_parser(sub):
     return p
 
 
+def _report_parser(sub):
+    p = sub.add_parser("report", help="write report.html explaining a run's segments")
+    p.add_argument("--artifacts", required=True, help="the batch job's output folder or URI")
+    p.add_argument("--out", help="where to write the page (default: <artifacts>/report.html)")
+    return p
+
+
+def _segments_parser(sub):
+    p = sub.add_parser("segments", help="work with a run's segments")
+    ops = p.add_subparsers(dest="segments_command", required=True)
+    e = ops.add_parser("export", help="write the users of one segment (CSV or Parquet)")
+    e.add_argument("--segment", type=int, required=True, help="the segment id")
+    e.add_argument("--out", required=True, help="a .csv or .parquet file (path or URI)")
+    e.add_argument("--artifacts", default="artifacts", help="the run (default: ./artifacts)")
+    e.add_argument("--min-confidence", type=float, default=0.0,
+                   help="leave out users less sure of their segment (0-1)")
+    return p
+
+
 def config_from_args(args):
     """Flags -> PipelineConfig: defaults, then --config, then the source flags, then --set
     and the other flags."""
@@ -90,6 +109,8 @@ def main(argv=None) -> int:
     _generate_parser(sub)
     _serve_parser(sub)
     _forget_parser(sub)
+    _report_parser(sub)
+    _segments_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -103,6 +124,12 @@ def main(argv=None) -> int:
             return _serve(args)
         if args.command == "forget":
             return _forget(args)
+        if args.command == "report":
+            from raypipe.report import write
+            print(f"raypipe: wrote {write(args.artifacts, args.out)}")
+            return 0
+        if args.command == "segments":
+            return _export(args)
         return _run(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"raypipe: error: {exc}", file=sys.stderr)
@@ -115,6 +142,14 @@ def _generate(args) -> int:
                           events=args.events or 24 * args.users, seed=args.seed)
     paths = generate(cfg, args.out)
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    return 0
+
+
+def _export(args) -> int:
+    from raypipe.export import segment_users, write
+    users = segment_users(args.artifacts, args.segment, args.min_confidence)
+    write(users, args.out)
+    print(f"raypipe: wrote {users.num_rows} users of segment {args.segment} to {args.out}")
     return 0
 
 

@@ -17,7 +17,7 @@ from raypipe.schema import EVENT_TYPES
 
 SOURCES = ("synthetic", "events", "amazon-p5", "recbole", "online-retail")
 USER_REPRS = ("encoder", "pooled", "text")
-STRATEGIES = ("vector", "segment", "blend")
+STRATEGIES = ("vector", "segment", "blend", "multi")
 INDEXES = ("auto", "flat", "ivf")
 
 
@@ -159,6 +159,11 @@ class KMeansConfig:
     tol: float = 1e-4          # stop when centroids move less than this (relative)
     n_init: int = 1
     seed: int = 0
+    # Keep segment ids across runs: match the new centroids to a previous run's (Hungarian
+    # matching) and take their ids. `previous`: that run's artifacts; empty = the run this
+    # one replaces in the output folder (segment_ids.py).
+    stable_ids: bool = True
+    previous: str = ""
 
     def __post_init__(self):
         if self.init not in ("k-means||", "k-means++", "random"):
@@ -167,6 +172,19 @@ class KMeansConfig:
         if self.n_clusters < 1 or self.max_iter < 1 or self.n_init < 1:
             raise ValueError(f"kmeans.n_clusters={self.n_clusters}, max_iter={self.max_iter}, "
                              f"n_init={self.n_init} should all be >= 1")
+
+
+@dataclass(frozen=True)
+class ItemGroupConfig:
+    # Product groups: K-means over the item vectors (the same engine as the segments), named
+    # from their distinctive terms; in items.parquet, the report and `max_per_group`.
+    n_groups: int = 16         # 0: no item groups
+    seed: int = 0
+    top_terms: int = 5
+
+    def __post_init__(self):
+        if self.n_groups < 0:
+            raise ValueError(f"item_groups.n_groups={self.n_groups} should be >= 0")
 
 
 @dataclass(frozen=True)
@@ -191,6 +209,8 @@ class RecommendConfig:
     # ivf_lists clusters of items, ivf_probe of them searched per query), or `auto`: flat
     # below ivf_min_items items, ivf from there. The run measures IVF's recall against exact
     # search on a sample of users (manifest: outputs.index).
+    # At most this many items of one item group in a user's list (0: no limit): diversity.
+    max_per_group: int = 0
     index: str = "auto"
     ivf_min_items: int = 50_000
     ivf_lists: int = 0         # 0: 4 x sqrt(items)
@@ -205,10 +225,11 @@ class RecommendConfig:
                              f"k={self.k} >= 1, blend_weight={self.blend_weight} in [0, 1], "
                              f"query_half_life={self.query_half_life} > 0")
         if self.index not in INDEXES or self.ivf_min_items < 1 or self.ivf_lists < 0 or \
-                self.ivf_probe < 1:
+                self.ivf_probe < 1 or self.max_per_group < 0:
             raise ValueError(f"recommend: index={self.index!r} (one of {INDEXES}), "
                              f"ivf_min_items={self.ivf_min_items} >= 1, "
-                             f"ivf_lists={self.ivf_lists} >= 0, ivf_probe={self.ivf_probe} >= 1")
+                             f"ivf_lists={self.ivf_lists} >= 0, ivf_probe={self.ivf_probe} >= 1, "
+                             f"max_per_group={self.max_per_group} >= 0")
 
 
 @dataclass(frozen=True)
@@ -245,6 +266,7 @@ class PipelineConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
+    item_groups: ItemGroupConfig = field(default_factory=ItemGroupConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)

@@ -29,7 +29,7 @@ from raypipe.privacy import Pseudonymizer, load_key, stored_id
 from raypipe.config import PipelineConfig, from_dict
 from raypipe.kmeans_shard import assign
 from raypipe.profiles import COUNTS, profile_table
-from raypipe.recommend import (Recommender, purchased_rows, query_vectors,
+from raypipe.recommend import (Recommender, interest_queries, purchased_rows, query_vectors,
                                segment_rankings_from_table)
 from raypipe.schema import DEFAULT_EVENT_TYPE, FILE, REASON, ROW
 from raypipe.sequences import build_sequences, sequence_text
@@ -104,6 +104,7 @@ class ProfileService:
         self._known = pa.array(self.item_ids, pa.string())    # built once, not per request
         self.texts = items["text"].to_pylist()
         self.item_segment = items["segment"].to_numpy()
+        self.item_group = items["group"].to_numpy() if "group" in items.column_names else None
         self.text_vectors = _vectors(read_table(uri, "item_embeddings"), self.item_index)
         self.encoder = None
         space = self.text_vectors
@@ -119,7 +120,8 @@ class ProfileService:
         self.segments = {s["segment"]: s for s in segments}
         rankings = segment_rankings_from_table(read_table(uri, "segment_items"),
                                                len(self.centroids), self.item_index)
-        self.recommender = Recommender(self.item_ids, space, rankings, self.cfg.recommend)
+        self.recommender = Recommender(self.item_ids, space, rankings, self.cfg.recommend,
+                                       self.item_group)
 
     def _load_users(self, uri: str) -> None:
         """Profiles, the users' vectors and histories, aligned row by row."""
@@ -158,7 +160,7 @@ class ProfileService:
         rows = history_rows(pa.array([h["item_ids"]], pa.list_(pa.string())), self.item_index)
         segment = self.profiles["segment"][i].as_py()
         return self._recommend(user_id, self.user_vectors[i:i + 1], rows, [h["event_types"]],
-                               self.space, segment, k, strategy)
+                               self.space, segment, k, strategy, self.item_segment)
 
     # ---- fresh sequences ---------------------------------------------------------------
 
@@ -217,7 +219,7 @@ class ProfileService:
                              self.centroids, item_segment,
                              self.cfg.profiles.top_interests).to_pylist()[0]
         recs = self._recommend(plan.user_id, query, [plan.rows], [plan.event_types], space,
-                               prof["segment"], k, strategy)
+                               prof["segment"], k, strategy, item_segment)
         return {"profile": self._profile_dict(prof), "recommendations": recs,
                 "new_items": plan.new_items, "unknown_items": plan.unknown_items,
                 "version": self.version}
@@ -244,15 +246,19 @@ class ProfileService:
 
     # ---- shared by both --------------------------------------------------------------
 
-    def _recommend(self, user_id, vector, rows, event_types, space, segment, k, strategy):
+    def _recommend(self, user_id, vector, rows, event_types, space, segment, k, strategy,
+                   item_segment):
         if strategy not in self.cfg.recommend.strategies:
             raise BadRequest(f"strategy {strategy!r} is not one of this run's "
                              f"{list(self.cfg.recommend.strategies)}")
         query = query_vectors(self.cfg.user_repr, vector, rows, event_types, self.cfg.user,
                               self.cfg.recommend, space)
         exclude = purchased_rows(rows, event_types, self.cfg.recommend.exclude_purchased)
+        interests = interest_queries(rows, event_types, item_segment, space, len(self.centroids),
+                                     self.cfg.profiles.top_interests, self.cfg.user,
+                                     self.cfg.recommend) if strategy == "multi" else None
         ranked = self.recommender.recommend(query, np.array([segment]), exclude, k,
-                                            (strategy,))[strategy][0]
+                                            (strategy,), interests)[strategy][0]
         items = [{"item_id": self.item_ids[r], "score": float(s), "text": self.texts[r]}
                  for r, s in zip(ranked[0].tolist(), ranked[1].tolist())]
         return {"user_id": user_id, "strategy": strategy, "items": items,

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from raypipe import __version__, sources, synthetic
+from raypipe import __version__, segment_ids, sources, synthetic
 from raypipe.artifacts import MANIFEST, ArtifactWriter, Folder, clear_leftovers
 from raypipe.config import PipelineConfig, SourceConfig
 from raypipe.evaluate import adjusted_rand_index, cooccurrence, metrics_from_recs, most_popular
@@ -29,8 +29,10 @@ from raypipe.jobs.segments import SegmentModel, fit_segments, profile_users, rec
 from raypipe.encoder import item_vectors as encoder_item_vectors
 from raypipe.jobs.training import encoder_user_vectors, fit_encoder
 from raypipe.jobs.users import Catalogue, profiled, user_vectors
+from raypipe.jobs.kmeans_tasks import RayShards
+from raypipe.kmeans import KMeans
 from raypipe.kmeans_shard import shard_predict
-from raypipe.profiles import summarize_segments
+from raypipe.profiles import distinctive_terms, summarize_segments
 from raypipe.recommend import segment_items_table, segment_rankings
 from raypipe.privacy import pseudonymizer
 from raypipe.schema import QUARANTINE
@@ -133,15 +135,17 @@ class Stages:
             fingerprint(f.uri for f in sources.plan_events(cfg.source))), self._events)
         embed = st.run("item_embeddings", st.key("item_embeddings", items.key,
                                                  settings(cfg, "embed")), self._embed)
+        groups = st.run("item_groups", st.key("item_groups", embed.key,
+                                              settings(cfg, "item_groups")), self._item_groups)
         user_settings = {"pooled": ("user",), "text": ("embed", "user"),
                          "encoder": ("encoder", "recommend.exclude_purchased")}[cfg.user_repr]
         users = st.run("users", st.key("users", events.key, embed.key, cfg.user_repr,
                                        settings(cfg, *user_settings)), self._users)
         segments = st.run("segments", st.key("segments", users.key, settings(cfg, "kmeans")),
                           self._segments)
-        outputs = st.run("outputs", st.key("outputs", segments.key, settings(
+        outputs = st.run("outputs", st.key("outputs", segments.key, groups.key, settings(
             cfg, "user", "profiles", "recommend", "eval")), self._outputs)
-        return {s.name: s for s in (items, events, embed, users, segments, outputs)}
+        return {s.name: s for s in (items, events, embed, groups, users, segments, outputs)}
 
     def privacy(self) -> dict:
         p = self.pseudonymizer
@@ -181,6 +185,33 @@ class Stages:
             f.table("item_embeddings", pa.table({
                 "item_id": items["item_id"], "vector": to_arrow(embed_items(items, self.cfg.embed))}))
         return {}
+
+    def _item_groups(self, f: Folder) -> dict:
+        """Product groups: K-means over the items' text vectors, named by c-TF-IDF."""
+        g = self.cfg.item_groups
+        if g.n_groups == 0:
+            return {"n_groups": 0}
+        with self.t("item_groups"):
+            items = self.catalogue_table()
+            vectors = to_numpy(self.store.done["item_embeddings"].folder
+                               .read("item_embeddings")["vector"])
+            n = min(g.n_groups, len(vectors))
+            shards = RayShards.from_arrays(np.array_split(vectors, max(1, min(
+                runtime.resources()[0], len(vectors) // max(n, 1)))))
+            km = KMeans(n, random_state=g.seed).fit(shards)
+            labels = np.asarray(km.labels_)
+            members = {c: {int(r): 1.0 for r in np.flatnonzero(labels == c)} for c in range(n)}
+            terms = distinctive_terms(members, items["text"].to_pylist(), g.top_terms)
+            names = [" / ".join(terms.get(c, [])[:3]) or f"group {c}" for c in range(n)]
+            f.table("_groups", pa.table({
+                "item_id": items["item_id"], "group": pa.array(labels, pa.int32()),
+                "group_name": pa.array([names[c] for c in labels], pa.string())}))
+        return {"n_groups": n, "sizes": np.bincount(labels, minlength=n).tolist(),
+                "names": names}
+
+    def item_groups(self) -> pa.Table | None:
+        groups = self.store.done["item_groups"]
+        return groups.folder.read("_groups") if groups.info.get("n_groups") else None
 
     def catalogue(self) -> Catalogue:
         """Item ids, texts and vectors in the users' space: the encoder's item vectors for
@@ -232,12 +263,42 @@ class Stages:
     def _segments(self, f: Folder) -> dict:
         with self.t("segments"):
             km = fit_segments(self.users(), self.cfg.kmeans)
+            centroids, labels = km.cluster_centers_, km.labels_
+            kept = self.previous_centroids(centroids.shape)
+            ids = np.arange(len(centroids))
+            if kept["reference"]:
+                ids, moved = segment_ids.match(centroids, kept.pop("centroids"))
+                centroids, labels = segment_ids.relabel(centroids, labels, ids)
+                kept["moved"] = np.round(moved[np.argsort(ids)], 6).tolist()
+                log.info("segment ids matched to %s; centroids moved %s", kept["reference"],
+                         kept["moved"])
+            cluster = np.empty_like(ids)
+            cluster[ids] = np.arange(len(ids))
+            kept["kmeans_cluster"] = cluster.tolist()
             f.table("centroids", pa.table({
-                "segment": pa.array(range(len(km.cluster_centers_)), pa.int32()),
-                "vector": to_arrow(km.cluster_centers_)}))
-        sizes = np.bincount(km.labels_, minlength=self.cfg.kmeans.n_clusters)
+                "segment": pa.array(range(len(centroids)), pa.int32()),
+                "vector": to_arrow(centroids)}))
+        sizes = np.bincount(labels, minlength=self.cfg.kmeans.n_clusters)
         return {"kmeans": {"n_clusters": int(km.n_clusters), "inertia": float(km.inertia_),
-                           "n_iter": int(km.n_iter_)}, "sizes": sizes.tolist()}
+                           "n_iter": int(km.n_iter_)}, "sizes": sizes.tolist(),
+                "segment_ids": kept}
+
+    def previous_centroids(self, shape: tuple) -> dict:
+        """The run whose segment ids this one keeps: {reference, centroids} or, when there is
+        none to match, {reference: None, note: why}."""
+        k = self.cfg.kmeans
+        ref = k.previous or self.requested.output
+        if not k.stable_ids:
+            return {"reference": None, "note": "kmeans.stable_ids is off"}
+        prev = Folder(ref)
+        if not (prev.exists(MANIFEST) and prev.exists("centroids.parquet")):
+            return {"reference": None, "note": f"no previous run at {ref}: ids are K-means'"}
+        old = to_numpy(prev.read("centroids").sort_by("segment")["vector"])
+        if old.shape != shape:
+            return {"reference": None, "note": f"the previous run at {ref} has {old.shape[0]} "
+                    f"segments of dimension {old.shape[1]}, this one {shape[0]} of "
+                    f"{shape[1]}: ids are K-means'"}
+        return {"reference": ref, "centroids": old}
 
     def _outputs(self, f: Folder) -> dict:
         cfg, segments = self.cfg, self.store.done["segments"]
@@ -245,16 +306,30 @@ class Stages:
         catalogue = self.catalogue()
         catalogue_ref = [ray.put(catalogue)]
         users = self.users()
+        groups = self.item_groups()
         with self.t("profiles"):
             item_segment = shard_predict(catalogue.vectors, centroids)
-            model = SegmentModel(centroids, item_segment, cfg)
+            model = SegmentModel(centroids, item_segment, cfg,
+                                 groups["group"].to_numpy() if groups else None)
             profiles, model_ref, mass = profile_users(users, catalogue_ref, model)
             f.dataset("profiles", profiles)
-            f.table("segments", summarize_segments(
+            ids = self.segment_ids(f, len(centroids))
+            summary = summarize_segments(
                 np.asarray(segments.info["sizes"]), mass, catalogue.item_ids, catalogue.texts,
-                cfg.profiles.top_items, cfg.profiles.top_terms))
-            f.table("items", self.catalogue_table().append_column(
-                "segment", pa.array(item_segment, pa.int32())))
+                cfg.profiles.top_items, cfg.profiles.top_terms)
+            moved = ids.get("moved") or [None] * len(centroids)
+            changed = (ids.get("users") or {}).get("per_segment") or [None] * len(centroids)
+            f.table("segments", summary.append_column(
+                "kmeans_cluster", pa.array(ids["kmeans_cluster"], pa.int32())).append_column(
+                "moved", pa.array(moved, pa.float32())).append_column(
+                "changed_share", pa.array(changed, pa.float32())))
+            items = self.catalogue_table().append_column(
+                "segment", pa.array(item_segment, pa.int32()))
+            if groups:
+                assert groups["item_id"].equals(items["item_id"]), "groups do not match items"
+                items = items.append_column("group", groups["group"]).append_column(
+                    "group_name", groups["group_name"])
+            f.table("items", items)
         with self.t("recommendations"):
             rankings = segment_rankings(mass, cfg.kmeans.n_clusters, depth=1000)
             f.table("segment_items", segment_items_table(rankings, catalogue.item_ids))
@@ -265,7 +340,21 @@ class Stages:
         if self.holdout:
             with self.t("evaluate"):
                 metrics = {**metrics, **evaluate(f, users, cfg)}
-        return {"metrics": metrics, "index": index}
+        return {"metrics": metrics, "index": index, "segment_ids": ids}
+
+    def segment_ids(self, f: Folder, n_segments: int) -> dict:
+        """The segments stage's id matching, plus the share of users (in both runs) whose
+        segment changed, from the previous run's profiles."""
+        ids = dict(self.store.done["segments"].info.get("segment_ids") or {})
+        ids.setdefault("kmeans_cluster", list(range(n_segments)))
+        ref = ids.get("reference")
+        if ref and Folder(ref).exists("profiles.parquet"):
+            cols = ["user_id", "segment"]
+            ids["users"] = segment_ids.changed_share(
+                Folder(ref).read("profiles", cols), f.read("profiles", cols), n_segments)
+            log.info("segment ids: %s of the users in both runs changed segment",
+                     ids["users"]["changed_share"])
+        return ids
 
 
 def data_key(cfg: PipelineConfig) -> str:
@@ -324,6 +413,8 @@ def build_manifest(requested, cfg, s: dict, timings, metrics, tables, stages) ->
                   "too_short": n_users - profiled_users},
         "kmeans": s["segments"].info["kmeans"], "privacy": events["privacy"],
         "item_index": s["outputs"].info.get("index"),
+        "segment_ids": s["outputs"].info.get("segment_ids"),
+        "item_groups": s["item_groups"].info,
         "seconds": dict(timings), "stages": stages, "metrics": metrics, "tables": tables,
         **({"encoder": users["training"]} if "training" in users else {}),
     }

@@ -2,7 +2,9 @@
 
 Strategies: `vector` (inner product of the user vector with item vectors, a faiss index),
 `segment` (the user's segment's most popular items), `blend` (a weighted sum of both scores
-over the union of their candidates). Items a user already purchased are left out by default.
+over the union of their candidates), `multi` (one query per interest of the user, their
+lists merged in proportion to the interests' weights, as PinnerSage does). Items a user
+already purchased are left out by default; `max_per_group` caps items per item group.
 The batch job and the serving layer share `Recommender`.
 """
 from __future__ import annotations
@@ -89,6 +91,57 @@ def query_vectors(user_repr: str, vectors: np.ndarray, item_index: list[np.ndarr
     return pool(item_index, history_weights(event_types, recent), item_vectors)
 
 
+def interest_queries(item_index: list[np.ndarray], event_types, item_segment: np.ndarray,
+                     item_vectors: np.ndarray, n_segments: int, top: int, user: UserConfig,
+                     cfg: RecommendConfig) -> tuple[np.ndarray, np.ndarray]:
+    """`multi`'s queries: per user its `top` interests (the segments of its history items,
+    weighted by the long-term history weights, as in the profile) and for each the user's
+    items of that interest pooled with the recent-intent weights.
+    -> (queries (n, top, d), weights (n, top); 0 where a user has fewer interests)."""
+    from raypipe.profiles import interests
+    n, d = len(item_index), item_vectors.shape[1]
+    segs, ws = interests(item_index, history_weights(event_types, user), item_segment,
+                         n_segments, top)
+    recent = history_weights(event_types, dataclasses.replace(user, half_life=cfg.query_half_life))
+    queries, weights = np.zeros((n, top, d), np.float32), np.zeros((n, top), np.float32)
+    slot = np.full((n, n_segments), -1, np.int64)
+    for u, (s, w) in enumerate(zip(segs, ws)):
+        slot[u, s] = np.arange(len(s))
+        weights[u, :len(w)] = w
+    lengths = np.array([len(ix) for ix in item_index], np.int64)
+    if lengths.sum() == 0:
+        return queries, weights
+    users = np.repeat(np.arange(n), lengths)
+    rows = np.concatenate(item_index)
+    where = slot[users, item_segment[rows]]
+    keep = np.flatnonzero(where >= 0)
+    key = users[keep] * top + where[keep]
+    order = np.argsort(key, kind="stable")
+    key, keep = key[order], keep[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    w = np.concatenate(recent)[keep].astype(np.float32)
+    sums = np.add.reduceat(item_vectors[rows[keep]] * w[:, None], starts, axis=0)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    queries.reshape(n * top, d)[key[starts]] = sums / np.maximum(norms, 1e-12)
+    return queries, weights
+
+
+def over_cap(rows: np.ndarray, groups: np.ndarray, cap: int, valid: np.ndarray) -> np.ndarray:
+    """(n, m) candidates best first -> True where a valid candidate would be its group's
+    cap+1-th or later in its row."""
+    n, m = rows.shape
+    g = np.where(valid, groups[np.maximum(rows, 0)], -1)
+    order = np.argsort(g, axis=1, kind="stable")       # group-major, rank order within
+    sorted_g = np.take_along_axis(g, order, axis=1)
+    idx = np.broadcast_to(np.arange(m), (n, m))
+    start = np.ones((n, m), bool)
+    start[:, 1:] = sorted_g[:, 1:] != sorted_g[:, :-1]
+    first = np.maximum.accumulate(np.where(start, idx, 0), axis=1)
+    occurrence = np.empty((n, m), np.int64)
+    np.put_along_axis(occurrence, order, idx - first, axis=1)
+    return valid & (occurrence >= cap)
+
+
 class Ranked:
     """One strategy's answer for a batch of users: `rows` and `scores` (n_users, k), best
     first, padded with -1 rows where fewer than k items qualify. `ranked[u]` is user u's
@@ -170,8 +223,11 @@ class Recommender:
     users at a time (numpy over the whole batch; no per-user Python)."""
 
     def __init__(self, item_ids: list[str], item_vectors: np.ndarray,
-                 seg_rankings: list[tuple], cfg: RecommendConfig):
+                 seg_rankings: list[tuple], cfg: RecommendConfig,
+                 item_group: np.ndarray | None = None):
         self.item_ids = pa.array(item_ids, pa.string())
+        self.item_group = None if item_group is None or not cfg.max_per_group else \
+            np.asarray(item_group, np.int64)
         self.item_vectors = np.ascontiguousarray(item_vectors, np.float32)
         self.index = build_index(self.item_vectors, cfg)
         self.seg_rankings, self.cfg = seg_rankings, cfg
@@ -191,10 +247,12 @@ class Recommender:
         self.seg_values = (np.concatenate(values) if values else np.zeros(0, np.float32))[order]
 
     def recommend(self, vectors: np.ndarray, segments: np.ndarray, exclude: list[set],
-                  k: int | None = None, strategies: tuple | None = None) -> dict[str, Ranked]:
+                  k: int | None = None, strategies: tuple | None = None,
+                  interests: tuple | None = None) -> dict[str, Ranked]:
         """-> {strategy: Ranked}, k (default cfg.k) best each, best first. Asked for fewer
         than cfg.k, the answer is the prefix of cfg.k's (blend's candidates depend on k), so
-        the service always agrees with the batch job."""
+        the service always agrees with the batch job. `multi` needs `interests`, the
+        (queries, weights) of `interest_queries`."""
         want, n_items = k or self.cfg.k, len(self.item_ids)
         k = max(want, self.cfg.k)
         segments = np.asarray(segments, np.int64)
@@ -203,13 +261,17 @@ class Recommender:
         out = {}
         vec = seg = None
         if "vector" in strategies or "blend" in strategies:
-            depth = min(n_items, k + excluded.most)
+            depth = min(n_items, self._depth(k) + excluded.most)
             scores, rows = self.index.search(np.ascontiguousarray(vectors, np.float32), depth)
-            vec = first_k(rows, scores, excluded.mask(rows), k)
+            vec = first_k(rows, scores, self._drop(rows, excluded), k)
         if "segment" in strategies or "blend" in strategies:
-            rows = self.seg_rows[segments, : k + excluded.most]
-            seg = first_k(rows, self.seg_scores[segments, : k + excluded.most],
-                          excluded.mask(rows), k)
+            depth = self._depth(k) + excluded.most
+            rows = self.seg_rows[segments, :depth]
+            seg = first_k(rows, self.seg_scores[segments, :depth], self._drop(rows, excluded), k)
+        if "multi" in strategies:
+            if interests is None:
+                raise ValueError("the multi strategy needs the users' interest queries")
+            out["multi"] = self._multi(*interests, excluded, k)
         if "vector" in strategies:
             out["vector"] = vec
         if "segment" in strategies:
@@ -217,6 +279,49 @@ class Recommender:
         if "blend" in strategies:
             out["blend"] = self._blend(vectors, segments, vec.rows, seg.rows, k)
         return {s: out[s].prefix(want) for s in strategies}
+
+    def _depth(self, k: int) -> int:
+        """Candidates to look at for k answers: more when a group cap may drop some."""
+        return k * 4 if self.item_group is not None else k
+
+    def _drop(self, rows: np.ndarray, excluded: ExcludedRows) -> np.ndarray:
+        """Excluded candidates and, with a group cap, those over it."""
+        drop = excluded.mask(rows)
+        if self.item_group is not None:
+            drop |= over_cap(rows, self.item_group, self.cfg.max_per_group,
+                             (rows >= 0) & ~drop)
+        return drop
+
+    def _multi(self, queries: np.ndarray, weights: np.ndarray, excluded: ExcludedRows,
+               k: int) -> Ranked:
+        """Per interest the best items for its query; merged so that interest i supplies
+        items at a rate proportional to its weight (its j-th item comes at (j + 0.5) / w_i),
+        each item once (at its earliest place)."""
+        n, top, d = queries.shape
+        depth = min(len(self.item_ids), self._depth(k) + excluded.most)
+        scores, rows = self.index.search(np.ascontiguousarray(queries.reshape(n * top, d)),
+                                         depth)
+        rows, scores = rows.reshape(n, top * depth), scores.reshape(n, top * depth)
+        live = np.repeat(weights > 0, depth, axis=1)
+        rows = np.where(live, rows, -1)
+        keep = (rows >= 0) & ~excluded.mask(rows)
+        pos = np.cumsum(keep.reshape(n, top, depth), axis=2).reshape(n, top * depth) - 1
+        rate = np.repeat(np.maximum(weights, 1e-12), depth, axis=1)
+        key = np.where(keep, (pos + 0.5) / rate, np.inf)
+        by_item = np.lexsort((key, np.where(keep, rows, -1)), axis=1)   # item, then key
+        item_sorted = np.take_along_axis(np.where(keep, rows, -1), by_item, axis=1)
+        dup = np.zeros_like(keep)
+        dup_sorted = np.zeros((n, top * depth), bool)
+        dup_sorted[:, 1:] = item_sorted[:, 1:] == item_sorted[:, :-1]
+        np.put_along_axis(dup, by_item, dup_sorted, axis=1)
+        key = np.where(dup, np.inf, key)
+        order = np.argsort(key, axis=1, kind="stable")
+        rows = np.take_along_axis(np.where(np.isinf(key), -1, rows), order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        drop = np.zeros(rows.shape, bool)
+        if self.item_group is not None:
+            drop = over_cap(rows, self.item_group, self.cfg.max_per_group, rows >= 0)
+        return first_k(rows, scores, drop, k)
 
     def _blend(self, vectors, segments, vec_rows, seg_rows, k) -> Ranked:
         """w * (item . user) + (1 - w) * the segment's score over the union of both lists."""
@@ -237,7 +342,9 @@ class Recommender:
         order = np.lexsort((cand, -score, invalid), axis=1)
         rows = np.take_along_axis(np.where(invalid, -1, cand), order, axis=1)
         score = np.take_along_axis(score, order, axis=1)
-        return first_k(rows, score, np.zeros(rows.shape, bool), k)
+        drop = np.zeros(rows.shape, bool) if self.item_group is None else \
+            over_cap(rows, self.item_group, self.cfg.max_per_group, rows >= 0)
+        return first_k(rows, score, drop, k)
 
     def index_recall(self, queries: np.ndarray, k: int | None = None) -> float:
         """Share of the exact top-k items (inner product over the whole catalogue) that the

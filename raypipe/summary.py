@@ -12,6 +12,19 @@ def render(m: dict) -> str:
              f"users      {users['profiled']:,} profiled ({users['too_short']:,} too short)",
              f"segments   {m['kmeans']['n_clusters']} (inertia {m['kmeans']['inertia']:.2f}, "
              f"{m['kmeans']['n_iter']} iterations)"]
+    ids = m.get("segment_ids") or {}
+    if ids.get("reference"):
+        changed = (ids.get("users") or {}).get("changed_share")
+        lines.append(f"segment ids kept from {ids['reference']}"
+                     + (f" ({changed:.1%} of the users in both runs changed segment)"
+                        if changed is not None else ""))
+    elif ids.get("note"):
+        lines.append(f"segment ids {ids['note']}")
+    index = m.get("item_index") or {}
+    if index.get("kind") == "ivf":
+        lines.append(f"item index IVF, {index['probe']} of {index['lists']} lists searched: "
+                     f"recall@k {index['recall_vs_exact']:.3f} of exact search "
+                     f"({index['users_checked']:,} users)")
     enc = m.get("encoder")
     if enc:
         lines.append(f"encoder    {enc['epochs']} epochs on {enc['workers']} {enc['device']} "

@@ -33,7 +33,7 @@ def test_known_user_recommendations_equal_the_batch_rows(run):
     out, _, service = run
     recs = table(out, "recommendations")
     for user in sample_users(out):
-        for strategy in ("vector", "segment", "blend"):
+        for strategy in ("vector", "segment", "blend", "multi"):
             batch = recs[(recs.user_id == user) & (recs.strategy == strategy)].sort_values("rank")
             served = service.recommend(user, 10, strategy)
             assert [i["item_id"] for i in served["items"]] == batch.item_id.tolist()

@@ -67,7 +67,7 @@ def test_planted_segments_are_found(result):
 def test_recommendations_ranked_and_purchases_excluded(result):
     out, _, _ = result
     recs = table(out, "recommendations")
-    assert set(recs.strategy) == {"vector", "segment", "blend"}
+    assert set(recs.strategy) == {"vector", "segment", "blend", "multi"}
     assert recs.groupby(["user_id", "strategy"]).size().max() == 10
     first = recs[recs["rank"] == 1]
     assert (first.groupby(["user_id", "strategy"]).size() == 1).all()
@@ -84,7 +84,7 @@ def test_printed_metrics_equal_metrics_recomputed_from_the_files(result):
     seqs = pa.Table.from_pandas(seqs[~seqs.too_short][["user_id", "target_item"]])
     recomputed = metrics_from_recs(recs, seqs, (10, 20))
     strategies = manifest["metrics"]["strategies"]
-    for name in ("vector", "segment", "blend"):
+    for name in ("vector", "segment", "blend", "multi"):
         assert strategies[name] == recomputed[name]
     assert strategies["vector"]["recall@10"] > strategies["most_popular"]["recall@10"]
 
@@ -118,4 +118,5 @@ def test_text_user_repr_runs_through_the_same_stages(ray_session, tmp_path):
     assert len(users) == manifest["users"]["profiled"] == manifest["users"]["with_events"]
     v = np.stack(users.vector.to_numpy())
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
-    assert table(cfg.output, "recommendations").groupby("user_id").size().max() == 15
+    per_user = 5 * len(manifest["config"]["recommend"]["strategies"])      # k x strategies
+    assert table(cfg.output, "recommendations").groupby("user_id").size().max() == per_user

@@ -11,7 +11,7 @@ MASS = pa.table({"segment": pa.array([0, 0, 0], pa.int32()), "item_row": [3, 2, 
 
 
 def recommender(**kw):
-    cfg = RecommendConfig(k=2, **kw)
+    cfg = RecommendConfig(k=2, **{"strategies": ("vector", "segment", "blend"), **kw})
     return Recommender(ITEMS, VECTORS, segment_rankings(MASS, 1, depth=10), cfg)
 
 
@@ -75,7 +75,7 @@ def test_batch_recommender_equals_the_per_user_definition():
                      "weight": rng.random(900)})
     rankings = segment_rankings(mass.group_by(["segment", "item_row"]).aggregate(
         [("weight", "sum")]).rename_columns(["segment", "item_row", "weight"]), 4, depth=50)
-    rec = Recommender([f"i{i}" for i in range(n_items)], items, rankings, RecommendConfig(k=10))
+    rec = Recommender([f"i{i}" for i in range(n_items)], items, rankings, RecommendConfig(k=10, strategies=("vector", "segment", "blend")))
     segments = rng.integers(0, 4, n_users)
     exclude = [set(rng.integers(0, n_items, rng.integers(0, 6)).tolist()) |
                set(rankings[segments[u]][0][:2].tolist()) for u in range(n_users)]
@@ -118,8 +118,8 @@ def test_ivf_index_is_deterministic_and_recall_is_measured():
     a, b = Recommender(ids, items, rankings, cfg), Recommender(ids, items, rankings, cfg)
     flat = Recommender(ids, items, rankings, RecommendConfig(k=10))
     queries = items[:200] + 0.1 * rng.standard_normal((200, 32)).astype(np.float32)
-    ra = a.recommend(queries, np.zeros(200, int), [set()] * 200)["vector"]
-    rb = b.recommend(queries, np.zeros(200, int), [set()] * 200)["vector"]
+    ra = a.recommend(queries, np.zeros(200, int), [set()] * 200, strategies=("vector",))["vector"]
+    rb = b.recommend(queries, np.zeros(200, int), [set()] * 200, strategies=("vector",))["vector"]
     assert np.array_equal(ra.rows, rb.rows)
     assert flat.index_recall(queries) == 1.0
     recall = a.index_recall(queries)
@@ -129,3 +129,64 @@ def test_ivf_index_is_deterministic_and_recall_is_measured():
     assert index_info(auto.index) == {"kind": "ivf", "lists": 128, "probe": 8}
     fewer = Recommender(ids, items, rankings, RecommendConfig(k=10, index="ivf", ivf_probe=1))
     assert fewer.index_recall(queries) < recall
+
+
+def test_group_cap_keeps_at_most_n_per_group_in_rank_order():
+    from raypipe.recommend import over_cap
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 4, 50)
+    rows = np.stack([rng.permutation(50)[:20] for _ in range(30)])
+    rows[:, 5] = -1
+    valid = rows >= 0
+    got = over_cap(rows, groups, 2, valid)
+    for r, g in zip(rows, got):
+        seen = {}
+        for row, over in zip(r.tolist(), g.tolist()):
+            if row < 0:
+                assert not over
+                continue
+            seen[groups[row]] = seen.get(groups[row], 0) + 1
+            assert over == (seen[groups[row]] > 2)
+
+
+def test_multi_merges_interest_lists_by_weight():
+    from raypipe.recommend import interest_queries
+    from raypipe.config import UserConfig
+    rng = np.random.default_rng(5)
+    n_items, d = 400, 12
+    items = rng.standard_normal((n_items, d)).astype(np.float32)
+    item_segment = rng.integers(0, 5, n_items)
+    rankings = [(np.array([0]), np.array([1.0], np.float32))] * 5
+    cfg = RecommendConfig(k=10)
+    rec = Recommender([f"i{i}" for i in range(n_items)], items, rankings, cfg)
+    history = [rng.integers(0, n_items, rng.integers(1, 12)) for _ in range(40)] + \
+        [np.array([], np.int64)]
+    types = [list(rng.choice(["view", "click", "purchase"], len(h))) for h in history]
+    queries, weights = interest_queries(history, types, item_segment, items, 5, 3,
+                                        UserConfig(), cfg)
+    exclude = [set(h[np.array(t) == "purchase"].tolist()) for h, t in zip(history, types)]
+    got = rec.recommend(np.zeros((len(history), d), np.float32), np.zeros(len(history), int),
+                        exclude, strategies=("multi",), interests=(queries, weights))["multi"]
+    recent_cfg = UserConfig(half_life=cfg.query_half_life)
+    from raypipe.users import history_weights
+    from raypipe.profiles import interests
+    segs, ws = interests(history, history_weights(types, UserConfig()), item_segment, 5, 3)
+    recent = history_weights(types, recent_cfg)
+    for u, (h, s_list, w_list) in enumerate(zip(history, segs, ws)):
+        keyed = []
+        for slot, (s, w) in enumerate(zip(s_list, w_list)):
+            sel = item_segment[h] == s
+            q = (items[h[sel]] * recent[u][sel][:, None]).sum(0)
+            q = q / np.linalg.norm(q)
+            assert np.allclose(queries[u, slot], q, atol=1e-5)
+            assert abs(weights[u, slot] - w) < 1e-6
+            ranked = [r for r in np.argsort(-(items @ q), kind="stable").tolist()
+                      if r not in exclude[u]]
+            keyed += [((j + 0.5) / w, slot, j, r) for j, r in enumerate(ranked[:40])]
+        merged, seen = [], set()
+        for _, _, _, r in sorted(keyed):
+            if r not in seen:
+                seen.add(r)
+                merged.append(r)
+        assert got[u][0].tolist() == merged[:10], u
+    assert len(got[len(history) - 1][0]) == 0          # no history, no interests, no items

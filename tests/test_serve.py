@@ -121,7 +121,7 @@ def test_served_recommendations_equal_the_batch_rows(service):
     out = service["first"]
     recs = pd.read_parquet(f"{out}/recommendations.parquet")
     for user in pd.read_parquet(f"{out}/profiles.parquet").user_id.sample(8, random_state=1):
-        for strategy in ("vector", "segment", "blend"):
+        for strategy in ("vector", "segment", "blend", "multi"):
             batch = recs[(recs.user_id == user) & (recs.strategy == strategy)]
             served = get(service, f"/v1/users/{user}/recommendations", k=10,
                          strategy=strategy).json()

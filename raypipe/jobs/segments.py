@@ -11,7 +11,8 @@ from raypipe.jobs.kmeans_tasks import RayShards
 from raypipe.jobs.runtime import USER_BATCH, cached, fetch, to_table
 from raypipe.kmeans import KMeans
 from raypipe.profiles import COUNTS, nearest_segments, profile_table, segment_item_mass
-from raypipe.recommend import Recommender, index_info, purchased_rows, query_vectors
+from raypipe.recommend import (Recommender, index_info, interest_queries, purchased_rows,
+                               query_vectors)
 from raypipe.users import history_rows, history_weights
 from raypipe.vectors import to_numpy
 
@@ -36,8 +37,10 @@ def _segments(batch: pa.Table, centroids: np.ndarray):
 class SegmentModel:
     """Centroids and what depends on them, shipped once to the workers."""
 
-    def __init__(self, centroids: np.ndarray, item_segment: np.ndarray, cfg: PipelineConfig):
+    def __init__(self, centroids: np.ndarray, item_segment: np.ndarray, cfg: PipelineConfig,
+                 item_group: np.ndarray | None = None):
         self.centroids, self.item_segment, self.cfg = centroids, item_segment, cfg
+        self.item_group = item_group
 
 
 def _history(batch: pa.Table, catalogue, cfg):
@@ -71,15 +74,20 @@ def _queries(batch: pa.Table, cat, m):
 
 def _recommender(cat, m, rankings) -> Recommender:
     return cached(f"rec-{rankings[0].hex()}", lambda: Recommender(
-        cat.item_ids, cat.vectors, fetch(rankings[0]), m.cfg.recommend))
+        cat.item_ids, cat.vectors, fetch(rankings[0]), m.cfg.recommend, m.item_group))
 
 
 def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
     cat, m = fetch(catalogue[0]), fetch(model[0])
-    rec = _recommender(cat, m, rankings)
+    rec, cfg = _recommender(cat, m, rankings), m.cfg
     vectors, seg, idx = _queries(batch, cat, m)
+    interests = interest_queries(
+        idx, batch["event_types"], m.item_segment, cat.vectors, len(m.centroids),
+        cfg.profiles.top_interests, cfg.user, cfg.recommend) \
+        if "multi" in cfg.recommend.strategies else None
     ranked = rec.recommend(vectors, seg, purchased_rows(idx, batch["event_types"],
-                                                        m.cfg.recommend.exclude_purchased))
+                                                        cfg.recommend.exclude_purchased),
+                           interests=interests)
     return rec.to_table(batch["user_id"].combine_chunks(), ranked)
 
 
