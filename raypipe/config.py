@@ -18,6 +18,10 @@ from raypipe.schema import EVENT_TYPES
 SOURCES = ("synthetic", "events", "amazon-p5", "recbole", "online-retail")
 USER_REPRS = ("encoder", "pooled", "text")
 STRATEGIES = ("vector", "segment", "blend", "multi")
+# `multi` is asked for by name: it searches the index once per interest (up to
+# profiles.top_interests times per user), and on the public datasets it is no better than
+# `vector` or `blend` (docs/results.md).
+DEFAULT_STRATEGIES = ("vector", "segment", "blend")
 INDEXES = ("auto", "flat", "ivf")
 
 
@@ -197,7 +201,7 @@ class ProfileConfig:
 @dataclass(frozen=True)
 class RecommendConfig:
     k: int = 20                # recommendations per user and strategy
-    strategies: tuple = STRATEGIES
+    strategies: tuple = DEFAULT_STRATEGIES
     exclude_purchased: bool = True
     blend_weight: float = 0.7  # share of the vector score in `blend`; the rest is segment
     # `vector` queries with the user's recent intent: pooled item vectors with this recency

@@ -20,7 +20,7 @@ from raypipe.schema import EVENT_TYPES
 COUNTS = ("n_events",) + tuple(f"n_{e}" for e in EVENT_TYPES)
 
 STOPWORDS = frozenset("""a an and are as at be by for from has in is it its of on or the to with
-    x oz pcs pack set size new inch ml fl g lb cm mm""".split())
+    x oz ounce ounces count pcs pack set size new inch ml fl g lb cm mm""".split())
 
 
 def nearest_segments(vectors: np.ndarray, centroids: np.ndarray):

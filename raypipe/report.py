@@ -146,8 +146,10 @@ def segment_stats(profiles: pa.Table, n_segments: int) -> tuple[list[dict], dict
     return [stats(seg == s) for s in range(n_segments)], stats(np.ones(len(seg), bool))
 
 
-def recency_days(sequences: pa.Table, profiles: pa.Table, n_segments: int) -> tuple[list, float]:
-    """Median days since each segment's users' last event (the clock: the log's last event)."""
+def recency_days(sequences: pa.Table, profiles: pa.Table,
+                 n_segments: int) -> tuple[list, float, bool]:
+    """Median days since each segment's users' last event (the clock: the log's last event),
+    overall, and whether the timestamps are times at all."""
     ts = sequences["timestamps"].combine_chunks()
     ends = ts.offsets.to_numpy()[1:] - 1
     flat = ts.flatten()
@@ -161,7 +163,9 @@ def recency_days(sequences: pa.Table, profiles: pa.Table, n_segments: int) -> tu
     age = (last.max(initial=0) - last) / unit / 86400.0
     per = [float(np.median(age[seg == s])) if (seg == s).any() else 0.0
            for s in range(n_segments)]
-    return per, float(np.median(age)) if len(age) else 0.0
+    # Logs with ordinal positions instead of times (some public datasets) span no days.
+    has_clock = bool(len(last)) and last.max() / unit > 86400 * 365
+    return per, (float(np.median(age)) if len(age) else 0.0), has_clock
 
 
 def group_shares(items: pa.Table, segments: pa.Table, n_groups: int) -> tuple[dict, np.ndarray]:
@@ -215,7 +219,7 @@ def build(artifacts: str) -> str:
     seg_rows = segments.to_pylist()
     stats, overall = segment_stats(profiles, n)
     sequences = art.read("sequences", ["user_id", "timestamps"])
-    recency, recency_all = recency_days(sequences, profiles, n)
+    recency, recency_all, has_clock = recency_days(sequences, profiles, n)
     has_groups = "group" in items.column_names
     sample = sample_rows(art, "user_embeddings", MAP_SAMPLE, ["user_id", "vector"])
     import pandas as pd
@@ -265,12 +269,17 @@ def build(artifacts: str) -> str:
         out.append(f"<p>{r['size']:,} users ({r['size'] / max(overall['users'], 1):.1%} of "
                    f"all) · {st['events_mean']:.1f} events per user (all: "
                    f"{overall['events_mean']:.1f}, {_ratio(st['events_mean'], overall['events_mean'])})"
-                   f" · median {rec:.1f} days since the last event (all: {recency_all:.1f})"
-                   f" · median confidence {st['confidence_median']:.2f}</p>")
+                   + (f" · median {rec:.1f} days since the last event (all: {recency_all:.1f})"
+                      if has_clock else "")
+                   + f" · median confidence {st['confidence_median']:.2f}</p>")
         out.append("<p class='terms'>" + "".join(f"<span>{esc(t)}</span>"
                                                   for t in r["top_terms"]) + "</p>")
         out.append("<div class='grid'>")
-        out.append(funnel_chart(rates, pop_rates, color(s), "event funnel (grey: all users)"))
+        if overall["counts"][EVENT_TYPES[0]] > 0:
+            out.append(funnel_chart(rates, pop_rates, color(s), "event funnel (grey: all users)"))
+        else:
+            out.append(f"<p>No funnel: this log has no {EVENT_TYPES[0]} events (only "
+                       + ", ".join(e for e in EVENT_TYPES if overall["counts"][e] > 0) + ").</p>")
         items_rows = [[esc(i), esc(t)] for i, t in zip(r["top_items"], r["top_item_texts"])]
         out.append("<div><b>Representative items</b>" +
                    _table(items_rows[:8], ["item", "text"]) + "</div>")

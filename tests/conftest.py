@@ -51,6 +51,7 @@ def pipeline_runs(ray_session, tmp_path_factory):
                                  source=SourceConfig(kind="events", input=paths["events"],
                                                      items=paths["items"]))
             cfg = apply_overrides(cfg, ["kmeans.n_clusters=4", "eval.holdout=last",
+                                        "recommend.strategies=[vector,segment,blend,multi]",
                                         "recommend.k=10", f"user_repr={user_repr}"])
             runs[user_repr] = (cfg.output, run(cfg), paths)
         return runs[user_repr]
