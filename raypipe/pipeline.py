@@ -130,9 +130,10 @@ class Stages:
         items = st.run("items", st.key("items", settings(cfg, "source", "clean"),
                                        fingerprint(f.uri for f in sources.plan_items(cfg.source))),
                        self._items)
+        self.event_files = sources.plan_events(cfg.source)    # planned once: Parquet footers
         events = st.run("events", st.key("events", items.key, settings(
             cfg, "source", "clean", "sequences", "eval.holdout"), self.privacy(),
-            fingerprint(f.uri for f in sources.plan_events(cfg.source))), self._events)
+            fingerprint(f.uri for f in self.event_files)), self._events)
         embed = st.run("item_embeddings", st.key("item_embeddings", items.key,
                                                  settings(cfg, "embed")), self._embed)
         groups = st.run("item_groups", st.key("item_groups", embed.key,
@@ -165,11 +166,11 @@ class Stages:
 
     def _events(self, f: Folder) -> dict:
         cfg = self.cfg
-        parts = ingest.default_partitions(cfg.sequences, cfg.source)
+        parts = ingest.default_partitions(cfg.sequences, self.event_files)
         with self.t("clean"):
             events, bad, rows = ingest.read_events(
                 cfg.source, self.catalogue_table()["item_id"], cfg.clean.strict, parts,
-                self.pseudonymizer)
+                self.pseudonymizer, self.event_files)
             if rows["kept"] == 0:
                 raise ValueError(f"no event survived cleaning: {rows}")
             f.dataset("quarantine", bad, QUARANTINE)

@@ -287,10 +287,13 @@ class Recommender:
     def _drop(self, rows: np.ndarray, excluded: ExcludedRows) -> np.ndarray:
         """Excluded candidates and, with a group cap, those over it."""
         drop = excluded.mask(rows)
-        if self.item_group is not None:
-            drop |= over_cap(rows, self.item_group, self.cfg.max_per_group,
-                             (rows >= 0) & ~drop)
-        return drop
+        return drop | self._over_cap(rows, (rows >= 0) & ~drop)
+
+    def _over_cap(self, rows: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Candidates past `max_per_group` of their item group (none without a cap)."""
+        if self.item_group is None:
+            return np.zeros(rows.shape, bool)
+        return over_cap(rows, self.item_group, self.cfg.max_per_group, valid)
 
     def _multi(self, queries: np.ndarray, weights: np.ndarray, excluded: ExcludedRows,
                k: int) -> Ranked:
@@ -318,10 +321,7 @@ class Recommender:
         order = np.argsort(key, axis=1, kind="stable")
         rows = np.take_along_axis(np.where(np.isinf(key), -1, rows), order, axis=1)
         scores = np.take_along_axis(scores, order, axis=1)
-        drop = np.zeros(rows.shape, bool)
-        if self.item_group is not None:
-            drop = over_cap(rows, self.item_group, self.cfg.max_per_group, rows >= 0)
-        return first_k(rows, scores, drop, k)
+        return first_k(rows, scores, self._over_cap(rows, rows >= 0), k)
 
     def _blend(self, vectors, segments, vec_rows, seg_rows, k) -> Ranked:
         """w * (item . user) + (1 - w) * the segment's score over the union of both lists."""
@@ -342,9 +342,7 @@ class Recommender:
         order = np.lexsort((cand, -score, invalid), axis=1)
         rows = np.take_along_axis(np.where(invalid, -1, cand), order, axis=1)
         score = np.take_along_axis(score, order, axis=1)
-        drop = np.zeros(rows.shape, bool) if self.item_group is None else \
-            over_cap(rows, self.item_group, self.cfg.max_per_group, rows >= 0)
-        return first_k(rows, score, drop, k)
+        return first_k(rows, score, self._over_cap(rows, rows >= 0), k)
 
     def index_recall(self, queries: np.ndarray, k: int | None = None) -> float:
         """Share of the exact top-k items (inner product over the whole catalogue) that the

@@ -14,6 +14,7 @@ import json
 import time
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -168,9 +169,10 @@ def recency_days(sequences: pa.Table, profiles: pa.Table,
     return per, (float(np.median(age)) if len(age) else 0.0), has_clock
 
 
-def group_shares(items: pa.Table, segments: pa.Table, n_groups: int) -> tuple[dict, np.ndarray]:
+def group_shares(items: pa.Table, segments: pa.Table) -> tuple[dict, np.ndarray]:
     """Share of each segment's top items falling in each item group (a light proxy for what
     it buys), and the catalogue's share per group."""
+    n_groups = int(pc.max(items["group"]).as_py()) + 1
     group_of = dict(zip(items["item_id"].to_pylist(), items["group"].to_pylist()))
     overall = np.bincount(items["group"].to_numpy(), minlength=n_groups) / max(items.num_rows, 1)
     out = {}
@@ -222,7 +224,6 @@ def build(artifacts: str) -> str:
     recency, recency_all, has_clock = recency_days(sequences, profiles, n)
     has_groups = "group" in items.column_names
     sample = sample_rows(art, "user_embeddings", MAP_SAMPLE, ["user_id", "vector"])
-    import pandas as pd
     at = pd.Index(profiles["user_id"].to_numpy(zero_copy_only=False)).get_indexer(
         sample["user_id"].to_numpy(zero_copy_only=False))
     sample_segments = profiles["segment"].to_numpy()[at[at >= 0]]
@@ -255,8 +256,7 @@ def build(artifacts: str) -> str:
     out.append("</section>")
 
     pop_rates = funnel_rates(overall["counts"])
-    shares, overall_shares = group_shares(items, segments, int(items["group"].to_numpy().max()) + 1) \
-        if has_groups else ({}, None)
+    shares, overall_shares = group_shares(items, segments) if has_groups else ({}, None)
     group_names = _group_names(items) if has_groups else {}
     stability = (manifest.get("segment_ids") or {})
     out.append("<section id='segments'><h2>Segments</h2>")

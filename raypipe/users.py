@@ -23,16 +23,11 @@ def event_types_array(event_types) -> pa.ListArray:
     return pa.array(event_types, pa.list_(pa.string()))
 
 
-def _lengths(lists: pa.ListArray) -> np.ndarray:
-    offsets = lists.offsets.to_numpy()
-    return np.diff(offsets)
-
-
 def history_weights(event_types, cfg: UserConfig) -> list[np.ndarray]:
     """Per user, weight of each history event: event weight x 0.5 ** (age in events / half life).
     event_types: a list<string> column or lists of strings."""
     lists = event_types_array(event_types)
-    lengths = _lengths(lists)
+    lengths = np.diff(lists.offsets.to_numpy())
     names = list(cfg.event_weights)
     code = pc.index_in(lists.flatten(), value_set=pa.array(names, pa.string()))
     code = code.fill_null(len(names)).to_numpy()

@@ -68,12 +68,13 @@ def _counts(tagged: pa.Table) -> dict:
 
 
 def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions: int,
-                pseudonymizer=None):
+                pseudonymizer=None, frags: list | None = None):
     """Event logs -> (kept events dataset, quarantined rows dataset, row counts).
     Exact duplicates are found after partitioning by user, so all of a user's rows meet.
-    With a `pseudonymizer`, user ids are replaced as soon as they are read."""
+    With a `pseudonymizer`, user ids are replaced as soon as they are read. `frags`: the
+    source's planned fragments, when the caller has them."""
     mapping = sources.column_mapping(cfg)
-    frags = sources.plan_events(cfg)
+    frags = frags or sources.plan_events(cfg)
     sources.check_columns(frags[0], mapping)
     known = [ray.put(item_ids.combine_chunks() if isinstance(item_ids, pa.ChunkedArray)
                      else item_ids)]     # an Array: the is_in lookup takes it as is
@@ -111,11 +112,11 @@ def build_user_sequences(events, cfg: SequenceConfig, holdout: bool, partitions:
 EVENTS_PER_PARTITION = 500_000
 
 
-def default_partitions(cfg: SequenceConfig, source=None) -> int:
+def default_partitions(cfg: SequenceConfig, frags: list = ()) -> int:
     """Hash partitions for the group-by-user steps: `sequences.num_partitions`, else two per
-    CPU and more for large logs (about EVENTS_PER_PARTITION events each), since each
-    partition is deduplicated and grouped in one task's memory."""
+    CPU and more for large logs (about EVENTS_PER_PARTITION events in the planned `frags`
+    each), since each partition is deduplicated and grouped in one task's memory."""
     if cfg.num_partitions:
         return cfg.num_partitions
-    rows = sources.estimated_rows(sources.plan_events(source)) if source else 0
+    rows = sources.estimated_rows(frags)
     return max(2, 2 * resources()[0], -(-rows // EVENTS_PER_PARTITION))
