@@ -126,9 +126,11 @@ class EncoderConfig:
     item_ids: bool = True      # plus a learned vector per item id (text=False: id-only SASRec)
     epochs: int = 200          # at most; early stopping usually ends training well before
     patience: int = 3          # epochs without a better validation NDCG@10 before stopping
+    validation_share: float = 0.2  # users held out for early stopping; the others train on all
     batch_size: int = 64       # users per step (all their positions are trained at once)
     lr: float = 3e-3           # AdamW
     weight_decay: float = 0.0
+    temperature: float = 0.07  # > 0: cosine scores divided by it; 0: plain dot product
     loss: str = "auto"         # full softmax, sampled softmax, or auto (full up to 100k items)
     negatives: int = 4096      # shared uniform negatives per step for the sampled loss
     num_workers: int = 1       # Ray Train workers; results do not depend on it
@@ -150,6 +152,12 @@ class EncoderConfig:
                      "negatives", "num_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"encoder.{name}={getattr(self, name)} should be >= 1")
+        if not 0.0 < self.validation_share <= 1.0:
+            raise ValueError(f"encoder.validation_share={self.validation_share} should be in "
+                             "(0, 1]")
+        if self.temperature < 0:
+            raise ValueError(f"encoder.temperature={self.temperature} should be > 0 (cosine "
+                             "scores divided by it) or 0 (plain dot product)")
         if not 0.0 <= self.dropout < 1.0 or self.lr <= 0:
             raise ValueError(f"encoder.dropout={self.dropout} should be in [0, 1) and "
                              f"encoder.lr={self.lr} > 0")

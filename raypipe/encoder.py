@@ -5,11 +5,13 @@ Items are catalogue rows; in the integer sequences row r is stored as r + 1 and 
 left, so the most recent event is always the last column. An item's vector is a learned
 adaptor of its frozen text vector plus, optionally, a learned id vector: an item with text but
 no training events still gets a vector (cold start). The user vector is the last position's
-output, in the same space as the items; items are scored by dot product.
+output, in the same space as the items; items are scored by the cosine divided by a
+temperature (`encoder.temperature`; 0 = plain dot product).
 
-Leave-one-out splits of a history h (the test target, if any, already removed):
-training pairs come from h[:-1] (each item predicts the next), validation asks h[:-1] for
-h[-1], and the final user vector reads all of h.
+Leave-one-out splits of a history h (the test target, if any, already removed): for the
+users held out for validation (`encoder.validation_share`), validation asks h[:-1] for h[-1]
+and training pairs come from h[:-1] (each item predicts the next); the other users train on
+all of h. The final user vector reads all of h.
 """
 from __future__ import annotations
 
@@ -92,6 +94,12 @@ class SequenceEncoder(nn.Module):
         self.event = nn.Embedding(len(EVENT_IDS) + 1, d)
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
         self.norm, self.drop = nn.LayerNorm(d), nn.Dropout(cfg.dropout)
+        self.cosine = cfg.temperature > 0
+
+    def scoring(self, v: torch.Tensor) -> torch.Tensor:
+        """User states or item vectors -> the space items are ranked in: unit length when the
+        encoder scores by cosine (`encoder.temperature` > 0), else as they are."""
+        return F.normalize(v, dim=-1) if self.cosine else v
 
     def freeze_items(self) -> "SequenceEncoder":
         """Inference only: compute the item table once, not at every forward (a service
@@ -156,6 +164,8 @@ def next_item_loss(states, table, labels, cfg: EncoderConfig, generator=None):
     keep = labels > 0
     h, y = states[keep], labels[keep] - 1
     items = table[1:]
+    if cfg.temperature > 0:     # cosine logits, sharpened
+        h, items = F.normalize(h, dim=-1) / cfg.temperature, F.normalize(items, dim=-1)
     sampled = cfg.loss == "sampled" or (cfg.loss == "auto" and len(items) > 100_000)
     if not sampled:
         return F.cross_entropy(h @ items.T, y, reduction="sum"), len(y)
@@ -184,7 +194,7 @@ def rank_metrics(model, items, events, targets, mask_purchased: bool, device, k:
         x, e = torch.as_tensor(x, device=device), torch.as_tensor(e, device=device)
         y = torch.as_tensor(targets[s:s + batch_size], device=device)
         states, table = model(x, e)
-        scores = states[:, -1] @ table.T
+        scores = model.scoring(states[:, -1]) @ model.scoring(table).T
         scores[:, 0] = -torch.inf
         if mask_purchased:
             hidden = torch.where(e == PURCHASE, x, torch.zeros_like(x))
@@ -214,20 +224,39 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng) -> list[np.ndarray
 @dataclass
 class Splits:
     """Integer views of the histories for training and validation (see the module doc)."""
-    train_items: np.ndarray     # (n_train, L) inputs; labels are the next column
+    train_items: np.ndarray     # (n_train, W) inputs; labels are the next column
     train_events: np.ndarray
-    valid_items: np.ndarray     # (n_valid, L) inputs
+    valid_items: np.ndarray     # (n_valid, W - 1) inputs
     valid_events: np.ndarray
     valid_targets: np.ndarray   # (n_valid,) item ids
 
 
-def split(items: np.ndarray, events: np.ndarray) -> Splits:
-    """(n, W) encoded histories -> training rows (histories minus their last item, at least
-    two items) and validation rows (at least two items: all but the last -> the last)."""
+def split(items: np.ndarray, events: np.ndarray, validation_share: float = 1.0,
+          seed: int = 0) -> Splits:
+    """(n, W) encoded histories -> training rows and validation rows.
+
+    A seeded `validation_share` of the users with at least two items is held out for
+    validation: all but their last item -> the last. Their training rows are the history
+    minus that item (if two items remain). Every other user trains on the whole history, so
+    the model also learns the latest transitions, which are the closest to what comes next.
+    Training rows keep the latest event in the last column."""
     length = (items > 0).sum(1)
-    tr, va = length >= 3, length >= 2
-    return Splits(items[tr, :-1], events[tr, :-1], items[va, :-1], events[va, :-1],
-                  items[va, -1])
+    candidates = np.flatnonzero(length >= 2)
+    held = np.zeros(len(items), bool)
+    if validation_share >= 1.0:
+        held[candidates] = True
+    else:
+        n_held = int(round(validation_share * len(candidates)))
+        held[np.random.default_rng([seed, 7]).permutation(candidates)[:n_held]] = True
+
+    def shifted(x: np.ndarray) -> np.ndarray:       # drop the last event, pad on the left
+        return np.concatenate([np.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
+
+    train = np.where(held[:, None], shifted(items), items)
+    train_events = np.where(held[:, None], shifted(events), events)
+    keep = (train > 0).sum(1) >= 2
+    return Splits(train[keep], train_events[keep], items[held, :-1], events[held, :-1],
+                  items[held, -1])
 
 
 @dataclass
@@ -338,7 +367,9 @@ class TrainedEncoder:
 
     @classmethod
     def from_file(cls, obj: dict, text_vectors: np.ndarray | None) -> "TrainedEncoder":
-        return cls(obj["state"], EncoderConfig(**obj["cfg"]), obj["n_items"],
+        # Files from before the temperature existed were trained on plain dot products.
+        cfg = EncoderConfig(**{"temperature": 0.0, **obj["cfg"]})
+        return cls(obj["state"], cfg, obj["n_items"],
                    obj["max_length"], text_vectors)
 
 
@@ -361,7 +392,7 @@ def infer(model: SequenceEncoder, items: np.ndarray, events: np.ndarray,
         x, e = torch.as_tensor(x, device=device), torch.as_tensor(e, device=device)
         states = model(x, e, extra)[0].float()
         valid = (x > 0).unsqueeze(-1).float()
-        last.append(states[:, -1].cpu().numpy())
+        last.append(model.scoring(states[:, -1]).cpu().numpy())
         mean.append(((states * valid).sum(1) / valid.sum(1).clamp(min=1)).cpu().numpy())
     if not last:
         empty = np.zeros((0, model.norm.normalized_shape[0]), np.float32)
@@ -372,4 +403,4 @@ def infer(model: SequenceEncoder, items: np.ndarray, events: np.ndarray,
 @torch.no_grad()
 def item_vectors(model: SequenceEncoder) -> np.ndarray:
     """(n_items, dim) float32 item vectors in the users' space (catalogue order)."""
-    return model.item_table()[1:].float().cpu().numpy()
+    return model.scoring(model.item_table()[1:]).float().cpu().numpy()

@@ -230,8 +230,9 @@ class ProfileService:
         if repr_ == "encoder":
             import torch
             from raypipe.encoder import encode_histories, infer
-            with torch.no_grad():
-                cold = self.encoder.cold_items(torch.tensor(new_text)).numpy() \
+            with torch.no_grad():       # new items in the space the catalogue is ranked in
+                enc = self.encoder
+                cold = enc.scoring(enc.cold_items(torch.tensor(new_text))).numpy() \
                     if len(new_text) else np.zeros((0, self.space.shape[1]), np.float32)
             items, events = encode_histories([plan.rows], [plan.event_types],
                                              self.encoder.max_length)

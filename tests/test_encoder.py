@@ -42,9 +42,34 @@ def test_encode_histories_left_pads_and_keeps_the_latest():
 def test_split_holds_out_the_last_item_for_validation():
     items = np.array([[0, 1, 2, 3], [0, 0, 4, 5], [0, 0, 0, 6]])
     s = encoder.split(items, np.ones_like(items))
-    assert s.train_items.tolist() == [[0, 1, 2]]
+    assert s.train_items.tolist() == [[0, 0, 1, 2]]      # the latest event stays last
     assert s.valid_items.tolist() == [[0, 1, 2], [0, 0, 4]]
     assert s.valid_targets.tolist() == [3, 5]
+
+
+def test_users_not_held_out_for_validation_train_on_their_whole_history():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 9, 200)
+    items = np.zeros((200, 8), np.int64)
+    for u, n in enumerate(lengths):          # every history distinct: rows identify users
+        items[u, 8 - n:] = 1000 * u + np.arange(1, n + 1)
+    s = encoder.split(items, np.ones_like(items), validation_share=0.25, seed=3)
+    candidates = int((lengths >= 2).sum())
+    assert len(s.valid_targets) == round(0.25 * candidates)
+    held = {int(t) // 1000 for t in s.valid_targets}
+    trained = {int(r[r > 0][0]) // 1000: r for r in s.train_items}
+    for u, n in enumerate(lengths):
+        if u in held:       # the validation target is never a training label
+            assert n < 3 and u not in trained or \
+                trained[u][-1] == items[u, -2] and items[u, -1] not in trained[u]
+        elif n >= 2:
+            np.testing.assert_array_equal(trained[u], items[u])
+        else:
+            assert u not in trained
+    again = encoder.split(items, np.ones_like(items), validation_share=0.25, seed=3)
+    other = encoder.split(items, np.ones_like(items), validation_share=0.25, seed=4)
+    assert again.valid_targets.tolist() == s.valid_targets.tolist()
+    assert other.valid_targets.tolist() != s.valid_targets.tolist()
 
 
 def test_padding_does_not_change_the_user_vector():
@@ -76,13 +101,40 @@ def test_encoder_learns_a_planted_next_item_rule(text, ids):
     assert recall / n >= 0.95, (text, ids, recall / n)
 
 
-def test_cold_item_with_text_gets_the_adaptor_vector():
-    cfg = small_cfg()
+@pytest.mark.parametrize("temperature", [0.0, 0.07])
+def test_cold_item_with_text_gets_the_adaptor_vector(temperature):
+    cfg = small_cfg(temperature=temperature)
     torch.manual_seed(0)
     model = encoder.SequenceEncoder(N_ITEMS, TEXT, cfg, 8)
     with torch.no_grad():
         expected = model.adaptor(torch.tensor(TEXT)) + model.ids.weight
+    if temperature:         # cosine scoring: items are ranked by direction only
+        expected = torch.nn.functional.normalize(expected, dim=-1)
     np.testing.assert_allclose(encoder.item_vectors(model), expected.numpy(), atol=1e-6)
+
+
+def test_cosine_scoring_ranks_what_the_loss_trained():
+    # With a temperature the loss scores cos(user, item) / t; the exported user and item
+    # vectors are unit length, so the dot product downstream (faiss, the service) ranks by
+    # that same cosine, and validation ranks the same way.
+    rows, types = planted(60)
+    items, events = encoder.encode_histories(rows, types, 10)
+    cfg = small_cfg(temperature=0.1)
+    torch.manual_seed(0)
+    model = encoder.SequenceEncoder(N_ITEMS, TEXT, cfg, 10).eval()
+    last, _ = encoder.infer(model, items, events)
+    table = encoder.item_vectors(model)
+    np.testing.assert_allclose(np.linalg.norm(last, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(table, axis=1), 1.0, atol=1e-5)
+    with torch.no_grad():
+        states, raw = model(torch.as_tensor(items), torch.as_tensor(events))
+        h = states[:, -1]
+    logits = (torch.nn.functional.normalize(h, dim=-1) @
+              torch.nn.functional.normalize(raw[1:], dim=-1).T / 0.1)
+    np.testing.assert_allclose(last @ table.T / 0.1, logits.numpy(), atol=1e-4)
+    best = (last @ table.T).argmax(1) + 1
+    _, recall, n = encoder.rank_metrics(model, items, events, best, False, "cpu", k=1)
+    assert recall == n
 
 
 def test_sampled_loss_is_the_full_loss_when_every_item_is_a_negative():
@@ -110,7 +162,8 @@ def _dataset(ray, rows, types):
 
 
 def _plain(items, events, cfg):
-    return encoder.fit(encoder.split(items, events), N_ITEMS, TEXT, cfg, 10)
+    return encoder.fit(encoder.split(items, events, cfg.validation_share, cfg.seed), N_ITEMS,
+                       TEXT, cfg, 10)
 
 
 @pytest.mark.slow
@@ -147,3 +200,13 @@ def test_interrupted_training_resumes_and_continues_the_same_run(ray_session, tm
         pytest.approx([h["valid_ndcg@10"] for h in plain["history"]], abs=1e-4)
     for name, value in plain_state.items():
         np.testing.assert_allclose(state[name].numpy(), value.numpy(), atol=2e-4, err_msg=name)
+
+
+def test_an_encoder_file_from_before_the_temperature_keeps_dot_product_scores():
+    cfg = small_cfg(temperature=0.0)
+    torch.manual_seed(0)
+    model = encoder.SequenceEncoder(N_ITEMS, TEXT, cfg, 8)
+    saved = encoder.TrainedEncoder(model.state_dict(), cfg, N_ITEMS, 8, TEXT).to_file()
+    del saved["cfg"]["temperature"]         # as written before the setting existed
+    loaded = encoder.TrainedEncoder.from_file(saved, TEXT)
+    assert loaded.cfg.temperature == 0.0 and not loaded.model().cosine

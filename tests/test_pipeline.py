@@ -98,6 +98,9 @@ def test_vectors_are_unit_length_or_in_the_encoder_space(result):
         assert users.shape[1] == items.shape[1] == manifest["encoder"]["dim"]
         assert np.isfinite(users).all() and np.isfinite(items).all()
         assert manifest["encoder"]["epochs"] >= manifest["encoder"]["best_epoch"] >= 1
+        if manifest["config"]["encoder"]["temperature"] > 0:     # cosine scoring
+            for v in (users, items):
+                np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
     else:
         names.append("user_embeddings")
     for name in names:

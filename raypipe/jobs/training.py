@@ -107,7 +107,9 @@ def _train_loop(config: dict) -> None:
                           reduce=reduce, report=report,
                           wrap=lambda m: ray.train.torch.prepare_model(m, move_to_device=False)
                           if world > 1 else m)
-    encoder.fit(encoder.split(items, events), config["n_items"], text, config["cfg"],
+    cfg = config["cfg"]
+    encoder.fit(encoder.split(items, events, cfg.validation_share, cfg.seed), config["n_items"],
+                text, cfg,
                 config["max_length"], mask_purchased=config["mask_purchased"], hooks=hooks,
                 resume=resume)
 
