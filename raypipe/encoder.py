@@ -243,11 +243,8 @@ def split(items: np.ndarray, events: np.ndarray, validation_share: float = 1.0,
     length = (items > 0).sum(1)
     candidates = np.flatnonzero(length >= 2)
     held = np.zeros(len(items), bool)
-    if validation_share >= 1.0:
-        held[candidates] = True
-    else:
-        n_held = int(round(validation_share * len(candidates)))
-        held[np.random.default_rng([seed, 7]).permutation(candidates)[:n_held]] = True
+    n_held = int(round(validation_share * len(candidates)))
+    held[np.random.default_rng([seed, 7]).permutation(candidates)[:n_held]] = True
 
     def shifted(x: np.ndarray) -> np.ndarray:       # drop the last event, pad on the left
         return np.concatenate([np.zeros_like(x[:, :1]), x[:, :-1]], axis=1)

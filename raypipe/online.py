@@ -234,9 +234,8 @@ class ProfileService:
                 enc = self.encoder
                 cold = enc.scoring(enc.cold_items(torch.tensor(new_text))).numpy() \
                     if len(new_text) else np.zeros((0, self.space.shape[1]), np.float32)
-            items, events = encode_histories([plan.rows], [plan.event_types],
-                                             self.encoder.max_length)
-            last, mean = infer(self.encoder, items, events, extra_text=new_text)
+            items, events = encode_histories([plan.rows], [plan.event_types], enc.max_length)
+            last, mean = infer(enc, items, events, extra_text=new_text)
             return last, mean, np.concatenate([self.space, cold])
         space = np.concatenate([self.text_vectors, new_text])
         if repr_ == "text":

@@ -109,9 +109,8 @@ def _train_loop(config: dict) -> None:
                           if world > 1 else m)
     cfg = config["cfg"]
     encoder.fit(encoder.split(items, events, cfg.validation_share, cfg.seed), config["n_items"],
-                text, cfg,
-                config["max_length"], mask_purchased=config["mask_purchased"], hooks=hooks,
-                resume=resume)
+                text, cfg, config["max_length"], mask_purchased=config["mask_purchased"],
+                hooks=hooks, resume=resume)
 
 
 def run_name(cfg: EncoderConfig, n_items: int, max_length: int, mask_purchased: bool,
