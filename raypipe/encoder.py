@@ -9,7 +9,8 @@ output, in the same space as the items; items are scored by the cosine divided b
 temperature (`encoder.temperature`; 0 = plain dot product).
 
 Leave-one-out splits of a history h (the test target, if any, already removed): for the
-users held out for validation (`encoder.validation_share`), validation asks h[:-1] for h[-1]
+users held out for validation (`encoder.validation_share`, a seeded hash of the user id:
+cooccur.held_out), validation asks h[:-1] for h[-1]
 and training pairs come from h[:-1] (each item predicts the next); the other users train on
 all of h. The final user vector reads all of h.
 """
@@ -231,20 +232,16 @@ class Splits:
     valid_targets: np.ndarray   # (n_valid,) item ids
 
 
-def split(items: np.ndarray, events: np.ndarray, validation_share: float = 1.0,
-          seed: int = 0) -> Splits:
+def split(items: np.ndarray, events: np.ndarray, held: np.ndarray | None = None) -> Splits:
     """(n, W) encoded histories -> training rows and validation rows.
 
-    A seeded `validation_share` of the users with at least two items is held out for
-    validation: all but their last item -> the last. Their training rows are the history
-    minus that item (if two items remain). Every other user trains on the whole history, so
-    the model also learns the latest transitions, which are the closest to what comes next.
-    Training rows keep the latest event in the last column."""
+    `held` (n,) marks the users held out for validation (cooccur.held_out; None: all of
+    them); those with at least two items are asked all but their last item -> the last, and
+    train on the history minus that item (if two items remain). Every other user trains on
+    the whole history, so the model also learns the latest transitions, which are the
+    closest to what comes next. Training rows keep the latest event in the last column."""
     length = (items > 0).sum(1)
-    candidates = np.flatnonzero(length >= 2)
-    held = np.zeros(len(items), bool)
-    n_held = int(round(validation_share * len(candidates)))
-    held[np.random.default_rng([seed, 7]).permutation(candidates)[:n_held]] = True
+    held = (np.ones(len(items), bool) if held is None else np.asarray(held, bool)) & (length >= 2)
 
     def shifted(x: np.ndarray) -> np.ndarray:       # drop the last event, pad on the left
         return np.concatenate([np.zeros_like(x[:, :1]), x[:, :-1]], axis=1)

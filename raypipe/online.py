@@ -27,6 +27,7 @@ from raypipe import clean, io as rio
 from raypipe.artifacts import read_table
 from raypipe.privacy import Pseudonymizer, load_key, stored_id
 from raypipe.config import PipelineConfig, from_dict
+from raypipe.cooccur import Followers
 from raypipe.kmeans_shard import assign
 from raypipe.profiles import COUNTS, profile_table
 from raypipe.recommend import (Recommender, interest_queries, purchased_rows, query_vectors,
@@ -120,8 +121,17 @@ class ProfileService:
         self.segments = {s["segment"]: s for s in segments}
         rankings = segment_rankings_from_table(read_table(uri, "segment_items"),
                                                len(self.centroids), self.item_index)
+        followers, weights = None, None
+        if "blend" in self.cfg.recommend.strategies:
+            blend = self.manifest.get("blend")
+            if not blend or "item_followers" not in self.manifest["tables"]:
+                raise ValueError(f"{uri}: no blend weights or item_followers table; these "
+                                 "artifacts come from an older raypipe: re-run the batch job")
+            followers = Followers.from_table(read_table(uri, "item_followers"),
+                                             self.item_index, self.cfg.recommend.cooccurrence_top)
+            weights = (blend["segment"], blend["cooccurrence"])
         self.recommender = Recommender(self.item_ids, space, rankings, self.cfg.recommend,
-                                       self.item_group)
+                                       self.item_group, followers, weights)
 
     def _load_users(self, uri: str) -> None:
         """Profiles, the users' vectors and histories, aligned row by row."""
@@ -258,7 +268,7 @@ class ProfileService:
                                      self.cfg.profiles.top_interests, self.cfg.user,
                                      self.cfg.recommend) if strategy == "multi" else None
         ranked = self.recommender.recommend(query, np.array([segment]), exclude, k,
-                                            (strategy,), interests)[strategy][0]
+                                            (strategy,), interests, rows)[strategy][0]
         items = [{"item_id": self.item_ids[r], "score": float(s), "text": self.texts[r]}
                  for r, s in zip(ranked[0].tolist(), ranked[1].tolist())]
         return {"user_id": user_id, "strategy": strategy, "items": items,

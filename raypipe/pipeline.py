@@ -19,21 +19,23 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from raypipe import __version__, segment_ids, sources, synthetic
+from raypipe import __version__, blend, segment_ids, sources, synthetic
 from raypipe.artifacts import MANIFEST, ArtifactWriter, Folder, clear_leftovers
 from raypipe.config import PipelineConfig, SourceConfig
 from raypipe.evaluate import adjusted_rand_index, cooccurrence, metrics_from_recs, most_popular
 from raypipe.jobs import ingest, runtime
 from raypipe.jobs.embedding import blocks_by_length, embed_texts
-from raypipe.jobs.segments import SegmentModel, fit_segments, profile_users, recommend_users
-from raypipe.encoder import item_vectors as encoder_item_vectors
+from raypipe.cooccur import Followers
+from raypipe.jobs.segments import (SegmentModel, count_followers, fit_segments, profile_users,
+                                   recommend_users, validation_users)
+from raypipe.encoder import TrainedEncoder, item_vectors as encoder_item_vectors
 from raypipe.jobs.training import encoder_user_vectors, fit_encoder
 from raypipe.jobs.users import Catalogue, profiled, user_vectors
 from raypipe.jobs.kmeans_tasks import RayShards
 from raypipe.kmeans import KMeans
 from raypipe.kmeans_shard import shard_predict
 from raypipe.profiles import distinctive_terms, summarize_segments
-from raypipe.recommend import segment_items_table, segment_rankings
+from raypipe.recommend import Recommender, segment_items_table, segment_rankings
 from raypipe.privacy import pseudonymizer
 from raypipe.schema import QUARANTINE
 from raypipe.stages import StageStore, fingerprint, settings
@@ -145,7 +147,8 @@ class Stages:
         segments = st.run("segments", st.key("segments", users.key, settings(cfg, "kmeans")),
                           self._segments)
         outputs = st.run("outputs", st.key("outputs", segments.key, groups.key, settings(
-            cfg, "user", "profiles", "recommend", "eval")), self._outputs)
+            cfg, "user", "profiles", "recommend", "eval", "encoder.validation_share",
+            "encoder.seed")), self._outputs)
         return {s.name: s for s in (items, events, embed, groups, users, segments, outputs)}
 
     def privacy(self) -> dict:
@@ -331,17 +334,64 @@ class Stages:
                 items = items.append_column("group", groups["group"]).append_column(
                     "group_name", groups["group_name"])
             f.table("items", items)
-        with self.t("recommendations"):
             rankings = segment_rankings(mass, cfg.kmeans.n_clusters, depth=1000)
             f.table("segment_items", segment_items_table(rankings, catalogue.item_ids))
-            recs, index = recommend_users(users, catalogue_ref, model_ref, rankings)
+        followers, blend_info, weights = None, None, None
+        if "blend" in cfg.recommend.strategies:
+            with self.t("blend"):
+                followers, blend_info = self.fit_blend(f, users, catalogue, catalogue_ref,
+                                                   centroids, mass, model.item_group)
+            weights = (blend_info["segment"], blend_info["cooccurrence"])
+        with self.t("recommendations"):
+            recs, index = recommend_users(users, catalogue_ref, model_ref, rankings,
+                                          followers, weights)
             log.info("item index: %s", index)
             f.dataset("recommendations", recs)
         metrics = {"planted": planted_agreement(f, self.truth)} if self.truth else {}
         if self.holdout:
             with self.t("evaluate"):
                 metrics = {**metrics, **evaluate(f, users, cfg)}
-        return {"metrics": metrics, "index": index, "segment_ids": ids}
+        return {"metrics": metrics, "index": index, "segment_ids": ids, "blend": blend_info}
+
+    def fit_blend(self, f: Folder, users, catalogue, catalogue_ref, centroids, mass,
+              item_group) -> tuple:
+        """Co-occurrence counts (-> `item_followers`) and `blend`'s weights, fitted on the
+        validation users (blend.py) where the config leaves them unset.
+        -> (Followers, what the manifest says of the weights)."""
+        cfg, r = self.cfg, self.cfg.recommend
+        share = blend.fit_share(cfg, self.store.done["users"].info["profiled"])
+        pairs = count_followers(users, catalogue_ref, cfg, share)
+        n_items = len(catalogue.item_ids)
+        followers = Followers.from_pairs(pairs, n_items, r.cooccurrence_top)
+        f.table("item_followers", followers.to_table(catalogue.item_ids))
+        fixed = {"segment": r.blend_segment or 0.0, "cooccurrence": r.blend_cooccurrence or 0.0,
+                 "fitted": False}
+        if r.blend_segment is not None and r.blend_cooccurrence is not None:
+            return followers, {**fixed, "note": "both weights set in the config"}
+        if cfg.user_repr == "text":
+            return followers, {**fixed, "note": "user_repr=text is not fitted (validation "
+                               "would embed every shortened sequence again); unset weights are 0"}
+        val_users = validation_users(users, share, cfg.encoder.seed)
+        if val_users.num_rows == 0:
+            return followers, {**fixed, "note": "no validation user has two items; unset "
+                               "weights are 0"}
+        encoder = None
+        text_vectors = to_numpy(self.store.done["item_embeddings"].folder
+                                .read("item_embeddings")["vector"])
+        if cfg.user_repr == "encoder":
+            state = torch.load(io.BytesIO(self.store.done["users"].folder.read_bytes(
+                "encoder.pt")), weights_only=False)
+            encoder = TrainedEncoder.from_file(state, text_vectors).model()
+        val = blend.validation_inputs(val_users, catalogue, centroids, cfg, text_vectors,
+                                      encoder)
+        rec = Recommender(catalogue.item_ids, catalogue.vectors, blend.validation_rankings(
+            mass, val, len(centroids), depth=1000), r, item_group,
+            Followers.from_pairs(pairs, n_items, r.cooccurrence_top, validation=True))
+        info = {**blend.fit_weights(rec, val, cfg), "fitted": True}
+        log.info("blend: segment %s, co-occurrence %s: validation NDCG@10 %.4f (vector alone "
+                 "%.4f) on %d users", info["segment"], info["cooccurrence"],
+                 info["valid_ndcg@10"], info["vector_valid_ndcg@10"], info["users"])
+        return followers, info
 
     def segment_ids(self, f: Folder, n_segments: int) -> dict:
         """The segments stage's id matching, plus the share of users (in both runs) whose
@@ -415,6 +465,7 @@ def build_manifest(requested, cfg, s: dict, timings, metrics, tables, stages) ->
         "kmeans": s["segments"].info["kmeans"], "privacy": events["privacy"],
         "item_index": s["outputs"].info.get("index"),
         "segment_ids": s["outputs"].info.get("segment_ids"),
+        "blend": s["outputs"].info.get("blend"),
         "item_groups": s["item_groups"].info,
         "seconds": dict(timings), "stages": stages, "metrics": metrics, "tables": tables,
         **({"encoder": users["training"]} if "training" in users else {}),

@@ -1,8 +1,9 @@
 """User vectors + segments -> ranked items per strategy. Knows nothing about Ray or HTTP.
 
 Strategies: `vector` (inner product of the user vector with item vectors, a faiss index),
-`segment` (the user's segment's most popular items), `blend` (a weighted sum of both scores
-over the union of their candidates), `multi` (one query per interest of the user, their
+`segment` (the user's segment's most popular items), `blend` (the vector score plus weighted
+segment and item-to-item co-occurrence scores, over the union of the three lists; the weights
+are fitted on validation users, blend.py), `multi` (one query per interest of the user, their
 lists merged in proportion to the interests' weights, as PinnerSage does). Items a user
 already purchased are left out by default; `max_per_group` caps items per item group.
 The batch job and the serving layer share `Recommender`.
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from dataclasses import dataclass
+
 import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from raypipe.config import RecommendConfig, UserConfig
+from raypipe.cooccur import Followers
 from raypipe.users import event_types_array, history_weights, pool
 
 RECOMMENDATIONS = pa.schema([("user_id", pa.string()), ("rank", pa.int32()),
@@ -183,11 +187,20 @@ class ExcludedRows:
         users = np.repeat(np.arange(len(exclude), dtype=np.int64), lengths)
         rows = np.fromiter((r for e in exclude for r in e), np.int64, int(lengths.sum()))
         self.keys, self.n_items = np.sort(users * n_items + rows), n_items
+        self.n_users = len(exclude)
         self.most = int(lengths.max(initial=0))
 
     def mask(self, rows: np.ndarray) -> np.ndarray:
         keys = np.arange(len(rows), dtype=np.int64)[:, None] * self.n_items + rows
         return np.isin(keys, self.keys) & (rows >= 0)
+
+
+def lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Sorted int keys and their values -> the value of each wanted key, 0 where absent."""
+    if not len(keys):
+        return np.zeros(wanted.shape, np.float32)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, values[at], 0.0).astype(np.float32)
 
 
 def build_index(vectors: np.ndarray, cfg: RecommendConfig) -> faiss.Index:
@@ -218,19 +231,36 @@ def index_info(index: faiss.Index) -> dict:
     return {"kind": "flat"}
 
 
+@dataclass
+class BlendParts:
+    """`blend`'s candidates for a batch of users, (n, m) each: the union of the vector,
+    segment and co-occurrence lists, and each signal's score; ranked by `Recommender.blend`
+    for any weights."""
+    rows: np.ndarray
+    invalid: np.ndarray     # padding and repeats
+    vector: np.ndarray
+    segment: np.ndarray
+    cooccurrence: np.ndarray
+
+
 class Recommender:
     """Ranks items for users given their vectors, segments and items to leave out, a batch of
-    users at a time (numpy over the whole batch; no per-user Python)."""
+    users at a time (numpy over the whole batch; no per-user Python). `blend` adds the
+    segment and co-occurrence scores with `blend_weights` (segment, co-occurrence), those
+    fitted on validation or set in the config."""
 
     def __init__(self, item_ids: list[str], item_vectors: np.ndarray,
                  seg_rankings: list[tuple], cfg: RecommendConfig,
-                 item_group: np.ndarray | None = None):
+                 item_group: np.ndarray | None = None, followers: Followers | None = None,
+                 blend_weights: tuple[float, float] | None = None):
         self.item_ids = pa.array(item_ids, pa.string())
         self.item_group = None if item_group is None or not cfg.max_per_group else \
             np.asarray(item_group, np.int64)
         self.item_vectors = np.ascontiguousarray(item_vectors, np.float32)
         self.index = build_index(self.item_vectors, cfg)
-        self.seg_rankings, self.cfg = seg_rankings, cfg
+        self.seg_rankings, self.cfg, self.followers = seg_rankings, cfg, followers
+        self.blend_weights = tuple(blend_weights) if blend_weights is not None else \
+            (cfg.blend_segment or 0.0, cfg.blend_cooccurrence or 0.0)
         n_items, depth = len(item_ids), max((len(r) for r, _ in seg_rankings), default=0)
         # Per segment its ranked rows and scores as a padded matrix, and every
         # (segment, row) -> score as sorted keys for blend's lookups.
@@ -248,37 +278,43 @@ class Recommender:
 
     def recommend(self, vectors: np.ndarray, segments: np.ndarray, exclude: list[set],
                   k: int | None = None, strategies: tuple | None = None,
-                  interests: tuple | None = None) -> dict[str, Ranked]:
+                  interests: tuple | None = None,
+                  history: list[np.ndarray] | None = None) -> dict[str, Ranked]:
         """-> {strategy: Ranked}, k (default cfg.k) best each, best first. Asked for fewer
         than cfg.k, the answer is the prefix of cfg.k's (blend's candidates depend on k), so
         the service always agrees with the batch job. `multi` needs `interests`, the
-        (queries, weights) of `interest_queries`."""
-        want, n_items = k or self.cfg.k, len(self.item_ids)
+        (queries, weights) of `interest_queries`; `blend`'s co-occurrence needs `history`,
+        each user's catalogue rows, oldest first."""
+        want = k or self.cfg.k
         k = max(want, self.cfg.k)
+        strategies = strategies or self.cfg.strategies
+        lists = set(strategies) - {"blend"} | ({"vector", "segment"} if "blend" in strategies
+                                               else set())
+        out = self._lists(vectors, segments, exclude, k, lists, interests)
+        if "blend" in strategies:
+            out["blend"] = self.blend(self.blend_parts(vectors, segments, exclude, k, history,
+                                                       out), *self.blend_weights, k)
+        return {s: out[s].prefix(want) for s in strategies}
+
+    def _lists(self, vectors, segments, exclude, k, strategies, interests) -> dict[str, Ranked]:
+        n_items = len(self.item_ids)
         segments = np.asarray(segments, np.int64)
         excluded = ExcludedRows(exclude, n_items)
-        strategies = strategies or self.cfg.strategies
         out = {}
-        vec = seg = None
-        if "vector" in strategies or "blend" in strategies:
+        if "vector" in strategies:
             depth = min(n_items, self._depth(k) + excluded.most)
             scores, rows = self.index.search(np.ascontiguousarray(vectors, np.float32), depth)
-            vec = first_k(rows, scores, self._drop(rows, excluded), k)
-        if "segment" in strategies or "blend" in strategies:
+            out["vector"] = first_k(rows, scores, self._drop(rows, excluded), k)
+        if "segment" in strategies:
             depth = self._depth(k) + excluded.most
             rows = self.seg_rows[segments, :depth]
-            seg = first_k(rows, self.seg_scores[segments, :depth], self._drop(rows, excluded), k)
+            out["segment"] = first_k(rows, self.seg_scores[segments, :depth],
+                                     self._drop(rows, excluded), k)
         if "multi" in strategies:
             if interests is None:
                 raise ValueError("the multi strategy needs the users' interest queries")
             out["multi"] = self._multi(*interests, excluded, k)
-        if "vector" in strategies:
-            out["vector"] = vec
-        if "segment" in strategies:
-            out["segment"] = seg
-        if "blend" in strategies:
-            out["blend"] = self._blend(vectors, segments, vec.rows, seg.rows, k)
-        return {s: out[s].prefix(want) for s in strategies}
+        return out
 
     def _depth(self, k: int) -> int:
         """Candidates to look at for k answers: more when a group cap may drop some."""
@@ -323,24 +359,71 @@ class Recommender:
         scores = np.take_along_axis(scores, order, axis=1)
         return first_k(rows, scores, self._over_cap(rows, rows >= 0), k)
 
-    def _blend(self, vectors, segments, vec_rows, seg_rows, k) -> Ranked:
-        """w * (item . user) + (1 - w) * the segment's score over the union of both lists."""
-        cand = np.sort(np.concatenate([vec_rows, seg_rows], axis=1), axis=1)
+    def _co_scores(self, history, n_users: int):
+        """Users' co-occurrence scores (sparse (n, n_items)), or None without followers."""
+        if self.followers is None:
+            return None
+        if history is None:
+            raise ValueError("co-occurrence scores need the users' histories")
+        return self.followers.scores(history, self.cfg.cooccurrence_recent)
+
+    def _cooccurrence(self, co, excluded: ExcludedRows, k: int) -> Ranked:
+        """The users' best items by co-occurrence alone (fewer than k where few follow)."""
+        n = excluded.n_users
+        depth = self._depth(k) + excluded.most
+        rows = np.full((n, depth), -1, np.int64)
+        scores = np.zeros((n, depth), np.float32)
+        if co is not None and co.nnz:
+            coo = co.tocoo()
+            order = np.lexsort((coo.col, -coo.data, coo.row))
+            u, c, v = coo.row[order], coo.col[order], coo.data[order]
+            pos = np.arange(len(u)) - np.searchsorted(u, u)
+            keep = pos < depth
+            rows[u[keep], pos[keep]], scores[u[keep], pos[keep]] = c[keep], v[keep]
+        return first_k(rows, scores, self._drop(rows, excluded), k)
+
+    def blend_parts(self, vectors, segments, exclude: list[set], k: int | None = None,
+                    history: list[np.ndarray] | None = None,
+                    lists: dict[str, Ranked] | None = None) -> BlendParts:
+        """The union of the users' vector, segment and co-occurrence lists (k each, excluded
+        items left out) with every candidate's three scores. `lists`: the vector and segment
+        lists when already made."""
+        k = k or self.cfg.k
+        segments = np.asarray(segments, np.int64)
+        co = self._co_scores(history, len(segments))
+        if lists is None:
+            lists = self._lists(vectors, segments, exclude, k, ("vector", "segment"), None)
+        parts = [lists["vector"].rows, lists["segment"].rows]
+        if co is not None:
+            parts.append(self._cooccurrence(co, ExcludedRows(exclude, len(self.item_ids)),
+                                            k).rows)
+        cand = np.sort(np.concatenate(parts, axis=1), axis=1)
         invalid = cand < 0
         invalid[:, 1:] |= cand[:, 1:] == cand[:, :-1]          # each item once
         safe = np.where(invalid, 0, cand)
         vectors, dot = np.asarray(vectors, np.float32), np.empty(cand.shape, np.float32)
-        for i in range(0, len(cand), 1024):         # bounded: (1024, 2k, d) at a time
+        for i in range(0, len(cand), 1024):         # bounded: (1024, 3k, d) at a time
             dot[i:i + 1024] = np.matmul(self.item_vectors[safe[i:i + 1024]],
                                         vectors[i:i + 1024, :, None])[:, :, 0]
-        keys = segments[:, None] * len(self.item_ids) + safe
-        at = np.minimum(np.searchsorted(self.seg_keys, keys), max(len(self.seg_keys) - 1, 0))
-        seg_score = np.where(self.seg_keys[at] == keys, self.seg_values[at], 0.0) \
-            if len(self.seg_keys) else np.zeros(keys.shape, np.float32)
-        w = self.cfg.blend_weight
-        score = (w * dot + (1 - w) * seg_score.astype(np.float32)).astype(np.float32)
-        order = np.lexsort((cand, -score, invalid), axis=1)
-        rows = np.take_along_axis(np.where(invalid, -1, cand), order, axis=1)
+        seg_score = lookup(self.seg_keys, self.seg_values,
+                           segments[:, None] * len(self.item_ids) + safe)
+        co_score = np.zeros(cand.shape, np.float32)
+        if co is not None and co.nnz:
+            co = co.tocoo()
+            keys = co.row.astype(np.int64) * len(self.item_ids) + co.col
+            order = np.argsort(keys)
+            co_score = lookup(keys[order], co.data[order].astype(np.float32),
+                              np.arange(len(cand))[:, None] * len(self.item_ids) + safe)
+        return BlendParts(cand, invalid, dot, seg_score, co_score)
+
+    def blend(self, parts: BlendParts, segment_weight: float, cooccurrence_weight: float,
+              k: int) -> Ranked:
+        """Vector score + segment_weight * segment score + cooccurrence_weight *
+        co-occurrence score, best first."""
+        score = (parts.vector + np.float32(segment_weight) * parts.segment
+                 + np.float32(cooccurrence_weight) * parts.cooccurrence).astype(np.float32)
+        order = np.lexsort((parts.rows, -score, parts.invalid), axis=1)
+        rows = np.take_along_axis(np.where(parts.invalid, -1, parts.rows), order, axis=1)
         score = np.take_along_axis(score, order, axis=1)
         return first_k(rows, score, self._over_cap(rows, rows >= 0), k)
 

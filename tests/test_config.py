@@ -36,7 +36,8 @@ def test_column_mapping_override_merges_into_dict():
     ("kmeans.n_clusters=0", "n_clusters=0"),
     ("kmeans.nope=1", "unknown config key 'nope'"),
     ("user_repr=magic", "user_repr='magic'"),
-    ("recommend.blend_weight=2", "blend_weight=2"),
+    ("recommend.blend_segment=-1", "blend_segment=-1"),
+    ("recommend.cooccurrence_top=0", "cooccurrence_top=0"),
     ("eval.holdout=first", "eval.holdout='first'"),
     ("no_equals_sign", "key=value"),
 ])

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from raypipe import encoder
+from raypipe.cooccur import held_out
 from raypipe.config import EncoderConfig
 from tests.conftest import fake_vectors
 
@@ -53,10 +54,12 @@ def test_users_not_held_out_for_validation_train_on_their_whole_history():
     items = np.zeros((200, 8), np.int64)
     for u, n in enumerate(lengths):          # every history distinct: rows identify users
         items[u, 8 - n:] = 1000 * u + np.arange(1, n + 1)
-    s = encoder.split(items, np.ones_like(items), validation_share=0.25, seed=3)
+    ids = [f"user-{u}" for u in range(200)]
+    s = encoder.split(items, np.ones_like(items), held_out(ids, 0.25, seed=3))
     candidates = int((lengths >= 2).sum())
-    assert len(s.valid_targets) == round(0.25 * candidates)
+    assert 0.15 * candidates < len(s.valid_targets) < 0.35 * candidates
     held = {int(t) // 1000 for t in s.valid_targets}
+    assert held == set(np.flatnonzero(held_out(ids, 0.25, seed=3) & (lengths >= 2)).tolist())
     trained = {int(r[r > 0][0]) // 1000: r for r in s.train_items}
     for u, n in enumerate(lengths):
         if u in held:       # the validation target is never a training label
@@ -66,10 +69,9 @@ def test_users_not_held_out_for_validation_train_on_their_whole_history():
             np.testing.assert_array_equal(trained[u], items[u])
         else:
             assert u not in trained
-    again = encoder.split(items, np.ones_like(items), validation_share=0.25, seed=3)
-    other = encoder.split(items, np.ones_like(items), validation_share=0.25, seed=4)
-    assert again.valid_targets.tolist() == s.valid_targets.tolist()
-    assert other.valid_targets.tolist() != s.valid_targets.tolist()
+    # The hash decides per user: the order of the users does not matter, the seed does.
+    assert held_out(ids[::-1], 0.25, seed=3)[::-1].tolist() == held_out(ids, 0.25, 3).tolist()
+    assert held_out(ids, 0.25, seed=4).tolist() != held_out(ids, 0.25, seed=3).tolist()
 
 
 def test_padding_does_not_change_the_user_vector():
@@ -156,24 +158,25 @@ def test_sampled_loss_is_the_full_loss_when_every_item_is_a_negative():
 
 def _dataset(ray, rows, types):
     items, events = encoder.encode_histories(rows, types, 10)
-    ds = ray.data.from_items([{"user_id": f"u{i:04d}", "items": x, "events": e}
-                              for i, (x, e) in enumerate(zip(items, events))])
-    return ds.repartition(3), items, events
+    ids = [f"u{i:04d}" for i in range(len(items))]
+    held = held_out(ids, small_cfg().validation_share, small_cfg().seed)
+    ds = ray.data.from_items([{"user_id": u, "items": x, "events": e, "held": h}
+                              for u, x, e, h in zip(ids, items, events, held)])
+    return ds.repartition(3), items, events, held
 
 
-def _plain(items, events, cfg):
-    return encoder.fit(encoder.split(items, events, cfg.validation_share, cfg.seed), N_ITEMS,
-                       TEXT, cfg, 10)
+def _plain(items, events, held, cfg):
+    return encoder.fit(encoder.split(items, events, held), N_ITEMS, TEXT, cfg, 10)
 
 
 @pytest.mark.slow
 def test_ray_train_two_workers_equal_the_plain_loop(ray_session, tmp_path):
     from raypipe.jobs.training import train_encoder
     rows, types = planted(120)
-    ds, items, events = _dataset(ray_session, rows, types)
+    ds, items, events, held = _dataset(ray_session, rows, types)
     cfg = small_cfg(epochs=2, patience=2, num_workers=2, cpus_per_worker=1)
     state, summary = train_encoder(ds, N_ITEMS, TEXT, cfg, 10, str(tmp_path), "planted")
-    plain_state, plain = _plain(items, events, cfg)
+    plain_state, plain = _plain(items, events, held, cfg)
     assert summary["epochs"] == plain["epochs"] == 2
     # Same batches, same gradients up to the order of float additions (DDP sums across
     # workers).
@@ -186,7 +189,7 @@ def test_ray_train_two_workers_equal_the_plain_loop(ray_session, tmp_path):
 def test_interrupted_training_resumes_and_continues_the_same_run(ray_session, tmp_path):
     from raypipe.jobs.training import train_encoder
     rows, types = planted(120)
-    ds, items, events = _dataset(ray_session, rows, types)
+    ds, items, events, held = _dataset(ray_session, rows, types)
     cfg = small_cfg(epochs=4, patience=4, cpus_per_worker=1)
     # First attempt dies after its second epoch's checkpoint and may not retry, as when the
     # driver is killed; the same command again resumes from that checkpoint.
@@ -195,7 +198,7 @@ def test_interrupted_training_resumes_and_continues_the_same_run(ray_session, tm
                       crash_after_epoch=2, max_failures=0)
     state, summary = train_encoder(ds, N_ITEMS, TEXT, cfg, 10, str(tmp_path), "planted")
     assert summary["resumed_from_epoch"] == 2
-    plain_state, plain = _plain(items, events, cfg)
+    plain_state, plain = _plain(items, events, held, cfg)
     assert [h["valid_ndcg@10"] for h in summary["history"]] == \
         pytest.approx([h["valid_ndcg@10"] for h in plain["history"]], abs=1e-4)
     for name, value in plain_state.items():

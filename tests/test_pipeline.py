@@ -89,6 +89,28 @@ def test_printed_metrics_equal_metrics_recomputed_from_the_files(result):
     assert strategies["vector"]["recall@10"] > strategies["most_popular"]["recall@10"]
 
 
+def test_blend_weights_are_fitted_on_the_validation_users(result):
+    out, manifest, _ = result
+    blend = manifest["blend"]
+    assert blend["fitted"] and blend["users"] > 0
+    best = max(g["valid_ndcg@10"] for g in blend["grid"])
+    assert blend["valid_ndcg@10"] == best >= blend["vector_valid_ndcg@10"]
+    chosen = [g for g in blend["grid"] if (g["segment"], g["cooccurrence"]) ==
+              (blend["segment"], blend["cooccurrence"])]
+    assert chosen and chosen[0]["valid_ndcg@10"] == best
+    # Every co-occurrence count is a real "b within 3 events after a" in the sequences.
+    followers = table(out, "item_followers")
+    seqs = table(out, "sequences")
+    pairs = {}
+    for items in seqs[~seqs.too_short].item_ids:
+        for g in (1, 2, 3):
+            for a, b in zip(items[:-g], items[g:]):
+                pairs[a, b] = pairs.get((a, b), 0) + 1
+    assert len(followers) > 0
+    assert all(pairs.get((a, b)) == c for a, b, c in
+               zip(followers.item_id, followers.follower_id, followers["count"]))
+
+
 def test_vectors_are_unit_length_or_in_the_encoder_space(result):
     out, manifest, _ = result
     names = ["item_embeddings"]

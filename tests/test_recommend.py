@@ -2,6 +2,7 @@ import numpy as np
 import pyarrow as pa
 
 from raypipe.config import RecommendConfig
+from raypipe.cooccur import Followers, follower_pairs
 from raypipe.recommend import Recommender, index_info, segment_rankings
 
 ITEMS = ["a", "b", "c", "d"]
@@ -27,12 +28,14 @@ def test_vector_and_segment_strategies_skip_excluded_items():
     assert out["segment"][0][0].tolist() == [3, 2]
 
 
-def test_blend_mixes_both_scores():
+def test_blend_adds_the_weighted_segment_score():
     user = np.array([[0.0, 1.0, 0.0, 0.0]], np.float32)
-    out = recommender(blend_weight=0.5).recommend(user, np.array([0]), [set()])
+    out = recommender(blend_segment=0.5).recommend(user, np.array([0]), [set()])
     rows, scores = out["blend"][0]
-    # b: 0.5*1 + 0.5*0 = 0.5; d: 0.5*0 + 0.5*1 = 0.5; c: 0.25; tie broken by item row
-    assert rows.tolist() == [1, 3] and scores.tolist() == [0.5, 0.5]
+    # b: 1 + 0.5 * 0 = 1; d: 0 + 0.5 * 1 = 0.5; c: 0 + 0.5 * 0.5 = 0.25
+    assert rows.tolist() == [1, 3] and scores.tolist() == [1.0, 0.5]
+    plain = recommender(blend_segment=0.0).recommend(user, np.array([0]), [set()])
+    assert plain["blend"][0][0].tolist() == plain["vector"][0][0].tolist()
 
 
 def test_table_rows_are_ranked_per_user_and_strategy():
@@ -43,22 +46,36 @@ def test_table_rows_are_ranked_per_user_and_strategy():
         (1, "c", "vector"), (2, "a", "vector")]
 
 
-def _reference(rec, vectors, segments, exclude, k):
+def _co_reference(pairs, history, recent):
+    """A user's co-occurrence scores as evaluate.cooccurrence counts them, scaled to 1."""
+    score = {}
+    for age, a in enumerate(history[::-1][:recent]):
+        for (src, dst), c in pairs.items():
+            if src == a:
+                score[dst] = score.get(dst, 0.0) + c * 0.5 ** age
+    top = max(score.values(), default=1.0)
+    return {r: v / top for r, v in score.items()}
+
+
+def _reference(rec, vectors, segments, exclude, k, pairs=None, history=None):
     """The per-user definition the vectorised Recommender must equal."""
     import faiss
     exact = faiss.IndexFlatIP(rec.item_vectors.shape[1])
     exact.add(rec.item_vectors)
     out = {"vector": [], "segment": [], "blend": []}
+    a, b = rec.blend_weights
     for u, vector in enumerate(vectors):
         scores, rows = exact.search(vector[None], len(rec.item_vectors))
         vec = [(r, s) for r, s in zip(rows[0], scores[0]) if r not in exclude[u]][:k]
         seg_rows, seg_scores = rec.seg_rankings[segments[u]]
         seg = [(r, s) for r, s in zip(seg_rows, seg_scores) if r not in exclude[u]][:k]
         seg_score = dict(zip(seg_rows.tolist(), seg_scores.tolist()))
-        cand = sorted({r for r, _ in vec} | {r for r, _ in seg})
-        w = rec.cfg.blend_weight
-        blend = sorted(((float(w * (rec.item_vectors[r] @ vector) + (1 - w) * seg_score.get(r, 0)),
-                         r) for r in cand), key=lambda sr: (-sr[0], sr[1]))[:k]
+        co = _co_reference(pairs, history[u], rec.cfg.cooccurrence_recent) if pairs else {}
+        co_list = [r for r in sorted(co, key=lambda r: (-co[r], r)) if r not in exclude[u]][:k]
+        cand = sorted({r for r, _ in vec} | {r for r, _ in seg} | set(co_list))
+        blend = sorted(((float(rec.item_vectors[r] @ vector + a * seg_score.get(r, 0)
+                               + b * co.get(r, 0)), r) for r in cand),
+                       key=lambda sr: (-sr[0], sr[1]))[:k]
         out["vector"].append([r for r, _ in vec])
         out["segment"].append([r for r, _ in seg])
         out["blend"].append([r for _, r in blend])
@@ -75,15 +92,26 @@ def test_batch_recommender_equals_the_per_user_definition():
                      "weight": rng.random(900)})
     rankings = segment_rankings(mass.group_by(["segment", "item_row"]).aggregate(
         [("weight", "sum")]).rename_columns(["segment", "item_row", "weight"]), 4, depth=50)
-    rec = Recommender([f"i{i}" for i in range(n_items)], items, rankings, RecommendConfig(k=10, strategies=("vector", "segment", "blend")))
+    # Co-occurrence from training histories over a few items, so that followers overlap.
+    train = [rng.integers(0, 40, rng.integers(2, 9)) for _ in range(200)]
+    pairs = follower_pairs(train, n_items, window=3)
+    followers = Followers.from_pairs(pairs, n_items, top=1000)
+    counts = {(s, d): c for s, d, c in zip(*(pairs[c].to_pylist() for c in
+                                              ("src", "dst", "count")))}
+    history = [rng.integers(0, 40, rng.integers(0, 6)) for _ in range(n_users)]
+    rec = Recommender([f"i{i}" for i in range(n_items)], items, rankings,
+                      RecommendConfig(k=10, strategies=("vector", "segment", "blend")),
+                      followers=followers, blend_weights=(0.3, 2.0))
     segments = rng.integers(0, 4, n_users)
     exclude = [set(rng.integers(0, n_items, rng.integers(0, 6)).tolist()) |
                set(rankings[segments[u]][0][:2].tolist()) for u in range(n_users)]
-    got = rec.recommend(users, segments, exclude)
-    want = _reference(rec, users, segments, exclude, 10)
+    got = rec.recommend(users, segments, exclude, history=history)
+    want = _reference(rec, users, segments, exclude, 10, counts, history)
     for strategy in ("vector", "segment", "blend"):
         assert [got[strategy][u][0].tolist() for u in range(n_users)] == want[strategy], strategy
-    short = rec.recommend(users, segments, exclude, k=3)
+    assert sum(got["blend"][u][0].tolist() != got["vector"][u][0].tolist()
+               for u in range(n_users)) > n_users // 2          # the weights matter
+    short = rec.recommend(users, segments, exclude, k=3, history=history)
     assert all(short["blend"][u][0].tolist() == want["blend"][u][:3] for u in range(n_users))
 
 

@@ -73,8 +73,12 @@ def _queries(batch: pa.Table, cat, m):
 
 
 def _recommender(cat, m, rankings) -> Recommender:
-    return cached(f"rec-{rankings[0].hex()}", lambda: Recommender(
-        cat.item_ids, cat.vectors, fetch(rankings[0]), m.cfg.recommend, m.item_group))
+    """rankings: [ref of (segment rankings, Followers or None, blend weights)]."""
+    def build():
+        seg, followers, weights = fetch(rankings[0])
+        return Recommender(cat.item_ids, cat.vectors, seg, m.cfg.recommend, m.item_group,
+                           followers, weights)
+    return cached(f"rec-{rankings[0].hex()}", build)
 
 
 def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
@@ -87,7 +91,7 @@ def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
         if "multi" in cfg.recommend.strategies else None
     ranked = rec.recommend(vectors, seg, purchased_rows(idx, batch["event_types"],
                                                         cfg.recommend.exclude_purchased),
-                           interests=interests)
+                           interests=interests, history=idx)
     return rec.to_table(batch["user_id"].combine_chunks(), ranked)
 
 
@@ -115,10 +119,48 @@ def profile_users(users, catalogue_ref, model: SegmentModel):
     return profiles, model_ref, mass
 
 
-def recommend_users(users, catalogue_ref, model_ref, rankings):
+def _pairs(batch: pa.Table, catalogue, window: int, share: float, seed: int) -> pa.Table:
+    from raypipe.cooccur import follower_pairs, held_rank
+    cat = fetch(catalogue[0])
+    held = held_rank(batch["user_id"].to_numpy(zero_copy_only=False), seed) < share
+    return follower_pairs(history_rows(batch["item_ids"], cat.index()), len(cat.item_ids),
+                          window, held)
+
+
+def count_followers(users, catalogue_ref, cfg: PipelineConfig, share: float) -> pa.Table:
+    """-> (src, dst, count, held) summed over all users: how often catalogue row dst comes
+    within recommend.cooccurrence_window events after src; `held`: the pairs that end at the
+    last item of a validation user (those whose held_rank is below `share`)."""
+    pairs = users.map_batches(_pairs, batch_size=4 * USER_BATCH, batch_format="pyarrow",
+                              fn_kwargs={"catalogue": catalogue_ref,
+                                         "window": cfg.recommend.cooccurrence_window,
+                                         "share": share, "seed": cfg.encoder.seed})
+    return to_table(pairs.groupby(["src", "dst"]).sum(["count", "held"])
+                    .rename_columns({"sum(count)": "count", "sum(held)": "held"}))
+
+
+def _validation_users(batch: pa.Table, share: float, seed: int) -> pa.Table:
+    from raypipe.cooccur import held_rank
+    keep = held_rank(batch["user_id"].to_numpy(zero_copy_only=False), seed) < share
+    keep &= np.diff(batch["item_ids"].combine_chunks().offsets.to_numpy()) >= 2
+    return batch.filter(pa.array(keep)).select(
+        ["user_id", "item_ids", "event_types", segment_column(batch.column_names)])
+
+
+def validation_users(users, share: float, seed: int) -> pa.Table:
+    """The users held out for validation with at least two items, in user-id order."""
+    table = to_table(users.map_batches(_validation_users, batch_size=USER_BATCH,
+                                       batch_format="pyarrow",
+                                       fn_kwargs={"share": share, "seed": seed}))
+    return table.sort_by("user_id")
+
+
+def recommend_users(users, catalogue_ref, model_ref, rankings, followers=None, weights=None):
     """-> (recommendations dataset, what the item index is and its recall@k against exact
-    search, measured on the first 1,000 users)."""
-    kwargs = {"catalogue": catalogue_ref, "model": model_ref, "rankings": [ray.put(rankings)]}
+    search, measured on the first 1,000 users). `followers` and `weights` (segment,
+    co-occurrence) make `blend`."""
+    kwargs = {"catalogue": catalogue_ref, "model": model_ref,
+              "rankings": [ray.put((rankings, followers, weights))]}
     sample = to_table(users.limit(1000))
     check = ray.get(_index_check.remote(sample, **kwargs))
     return users.map_batches(_recommend, batch_size=USER_BATCH, batch_format="pyarrow",

@@ -29,10 +29,12 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
-def encode_users(users, catalogue_ref, width: int):
-    """User sequences -> rows (user_id, items (width,) int64, events (width,) int64)."""
+def encode_users(users, catalogue_ref, width: int, cfg: EncoderConfig):
+    """User sequences -> rows (user_id, items (width,) int64, events (width,) int64, held:
+    whether the user is held out for validation)."""
     return users.map_batches(_encode, batch_size=USER_BATCH, batch_format="pyarrow",
-                             fn_kwargs={"catalogue": catalogue_ref, "width": width})
+                             fn_kwargs={"catalogue": catalogue_ref, "width": width,
+                                        "share": cfg.validation_share, "seed": cfg.seed})
 
 
 def _histories(batch: pa.Table, catalogue, width: int):
@@ -44,22 +46,25 @@ def _histories(batch: pa.Table, catalogue, width: int):
                             batch["event_types"].to_pylist(), width)
 
 
-def _encode(batch: pa.Table, catalogue, width: int) -> dict:
+def _encode(batch: pa.Table, catalogue, width: int, share: float, seed: int) -> dict:
+    from raypipe.cooccur import held_out
     items, events = _histories(batch, catalogue, width)
-    return {"user_id": batch["user_id"].to_numpy(zero_copy_only=False),
-            "items": items, "events": events}
+    users = batch["user_id"].to_numpy(zero_copy_only=False)
+    return {"user_id": users, "items": items, "events": events,
+            "held": held_out(users, share, seed)}
 
 
-def read_encoded(it) -> tuple[np.ndarray, np.ndarray]:
-    """A dataset iterator of encoded rows -> (items, events) in user-id order, so the run
-    does not depend on block order."""
-    users, items, events = [], [], []
+def read_encoded(it) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A dataset iterator of encoded rows -> (items, events, held) in user-id order, so the
+    run does not depend on block order."""
+    cols = {c: [] for c in ("user_id", "items", "events", "held")}
     for b in it.iter_batches(batch_size=None, batch_format="numpy"):
-        users.append(b["user_id"]), items.append(b["items"]), events.append(b["events"])
-    if not users:
+        for c, parts in cols.items():
+            parts.append(b[c])
+    if not cols["user_id"]:
         raise ValueError("the encoder's training dataset is empty")
-    order = np.argsort(np.concatenate(users).astype(str), kind="stable")
-    return np.concatenate(items)[order], np.concatenate(events)[order]
+    order = np.argsort(np.concatenate(cols["user_id"]).astype(str), kind="stable")
+    return tuple(np.concatenate(cols[c])[order] for c in ("items", "events", "held"))
 
 
 def _train_loop(config: dict) -> None:
@@ -77,7 +82,7 @@ def _train_loop(config: dict) -> None:
         torch.set_num_threads(config["threads"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    items, events = read_encoded(ray.train.get_dataset_shard("train"))
+    items, events, held = read_encoded(ray.train.get_dataset_shard("train"))
     text = ray.get(config["text"]) if config["text"] is not None else None
 
     def reduce(a: np.ndarray) -> np.ndarray:
@@ -108,7 +113,7 @@ def _train_loop(config: dict) -> None:
                           wrap=lambda m: ray.train.torch.prepare_model(m, move_to_device=False)
                           if world > 1 else m)
     cfg = config["cfg"]
-    encoder.fit(encoder.split(items, events, cfg.validation_share, cfg.seed), config["n_items"],
+    encoder.fit(encoder.split(items, events, held), config["n_items"],
                 text, cfg, config["max_length"], mask_purchased=config["mask_purchased"],
                 hooks=hooks, resume=resume)
 
@@ -172,7 +177,7 @@ def fit_encoder(users, catalogue, catalogue_ref, cfg, storage: str, data_key: st
     `fresh` deletes the run's checkpoints first, so training starts over."""
     from raypipe.encoder import TrainedEncoder
     width = cfg.sequences.max_length
-    encoded = encode_users(users, catalogue_ref, width)
+    encoded = encode_users(users, catalogue_ref, width, cfg.encoder)
     text = catalogue.vectors if cfg.encoder.text else None
     start = time.perf_counter()
     state, summary = train_encoder(encoded, len(catalogue.item_ids), text, cfg.encoder, width,

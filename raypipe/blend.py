@@ -1,0 +1,118 @@
+"""`blend`'s weights, fitted on validation users: the users held out by
+`encoder.validation_share` are asked all but their last item for the last one, as the
+encoder's early stopping asks them, and the weights with the best NDCG@10 win. The grids
+start at 0, so a signal is mixed in only where it helps on validation; with both weights at
+0, `blend` is `vector`. Knows nothing about Ray.
+
+What validation sees is what the test would: the users' vectors, segments and
+co-occurrence scores come from their history without its last item, and the segment
+rankings and co-occurrence counts leave that item out too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raypipe.config import PipelineConfig
+from raypipe.profiles import nearest_segments
+from raypipe.recommend import Recommender, purchased_rows, query_vectors, segment_rankings
+from raypipe.users import history_rows, history_weights, pool
+from raypipe.vectors import to_numpy
+
+SEGMENT_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
+COOCCURRENCE_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+MAX_USERS = 20_000      # validation users the fit looks at, at most
+
+
+def fit_share(cfg: PipelineConfig, n_users: int) -> float:
+    """The share of users (by `cooccur.held_rank`) the fit asks: the held-out users, or a
+    seeded subset of them when they are more than MAX_USERS."""
+    share = cfg.encoder.validation_share
+    return share * min(1.0, MAX_USERS / max(share * n_users, 1.0))
+
+
+@dataclass
+class Validation:
+    """Validation users' inputs (from their history without its last item) and targets."""
+    vectors: np.ndarray             # (n, d) query vectors
+    segments: np.ndarray            # (n,) segment of the shortened history
+    history: list[np.ndarray]       # catalogue rows, oldest first
+    exclude: list[set]
+    targets: np.ndarray             # (n,) catalogue row of the last item
+    full_segments: np.ndarray       # (n,) segment of the whole history (in the segment mass)
+    last_weights: np.ndarray        # (n,) the last item's weight in that mass
+
+
+def validation_inputs(users: pa.Table, catalogue, centroids: np.ndarray, cfg: PipelineConfig,
+                      text_vectors: np.ndarray, encoder=None) -> Validation:
+    """Validation users (user_id, item_ids, event_types and the segment column) -> their
+    inputs. `encoder`: the trained SequenceEncoder for user_repr=encoder; `text_vectors`
+    the catalogue's text vectors (pooled users are pooled from them)."""
+    from raypipe.jobs.segments import segment_column
+    rows = history_rows(users["item_ids"], catalogue.index())
+    types = users["event_types"].to_pylist()
+    short, short_types = [r[:-1] for r in rows], [t[:-1] for t in types]
+    if cfg.user_repr == "encoder":
+        from raypipe.encoder import encode_histories, infer
+        items, events = encode_histories(short, short_types, encoder.max_length)
+        query, taste = infer(encoder, items, events)
+    elif cfg.user_repr == "pooled":
+        taste = pool(short, history_weights(short_types, cfg.user), text_vectors)
+        query = query_vectors("pooled", taste, short, short_types, cfg.user, cfg.recommend,
+                              text_vectors)
+    else:
+        raise ValueError(f"no validation inputs for user_repr={cfg.user_repr!r}")
+    full = nearest_segments(to_numpy(users[segment_column(users.column_names)]), centroids)[0]
+    last = np.array([w[-1] for w in history_weights(types, cfg.user)], np.float64)
+    return Validation(query, nearest_segments(taste, centroids)[0], short,
+                      purchased_rows(short, short_types, cfg.recommend.exclude_purchased),
+                      np.array([r[-1] for r in rows], np.int64), full, last)
+
+
+def validation_rankings(mass: pa.Table, val: Validation, n_segments: int,
+                        depth: int) -> list[tuple]:
+    """Segment rankings from the segment item mass without the validation users' last items."""
+    minus = pa.table({"segment": pa.array(val.full_segments, pa.int32()),
+                      "item_row": pa.array(val.targets, pa.int64()),
+                      "weight": pa.array(-val.last_weights, pa.float64())})
+    both = pa.concat_tables([mass.select(["segment", "item_row", "weight"])
+                             .cast(minus.schema), minus])
+    summed = both.group_by(["segment", "item_row"]).aggregate([("weight", "sum")]) \
+        .rename_columns(["segment", "item_row", "weight"])
+    summed = summed.filter(pc.greater(summed["weight"], 1e-9))
+    return segment_rankings(summed, n_segments, depth)
+
+
+def ndcg_recall(rows: np.ndarray, targets: np.ndarray, k: int = 10) -> tuple[float, float]:
+    """(n, >= k) ranked rows and (n,) targets -> (NDCG@k, Recall@k), one target each."""
+    hit = rows[:, :k] == targets[:, None]
+    rank = hit.argmax(1)
+    found = hit.any(1)
+    return float((found / np.log2(rank + 2)).mean()), float(found.mean())
+
+
+def fit_weights(rec: Recommender, val: Validation, cfg: PipelineConfig) -> dict:
+    """-> {segment, cooccurrence: the weights; users; valid NDCG@10 and Recall@10 of the
+    chosen weights and of `vector` alone; grid}: the best NDCG@10 over the grid (the first,
+    i.e. the smaller weights, on ties). A weight set in the config is kept as it is."""
+    r = cfg.recommend
+    segment_grid = SEGMENT_GRID if r.blend_segment is None else (r.blend_segment,)
+    co_grid = (COOCCURRENCE_GRID if r.blend_cooccurrence is None else
+               (r.blend_cooccurrence,)) if rec.followers is not None else (0.0,)
+    parts = rec.blend_parts(val.vectors, val.segments, val.exclude, r.k, val.history)
+    grid = {}
+    for a in segment_grid:
+        for b in co_grid:
+            grid[(a, b)] = ndcg_recall(rec.blend(parts, a, b, r.k).rows, val.targets)
+    best = max(grid, key=lambda w: grid[w][0])
+    vector = rec.recommend(val.vectors, val.segments, val.exclude, strategies=("vector",))
+    base = ndcg_recall(vector["vector"].rows, val.targets)
+    return {"segment": best[0], "cooccurrence": best[1], "users": len(val.targets),
+            "valid_ndcg@10": round(grid[best][0], 5), "valid_recall@10": round(grid[best][1], 5),
+            "vector_valid_ndcg@10": round(base[0], 5),
+            "vector_valid_recall@10": round(base[1], 5),
+            "grid": [{"segment": a, "cooccurrence": b, "valid_ndcg@10": round(v[0], 5)}
+                     for (a, b), v in grid.items()]}

@@ -1,0 +1,122 @@
+"""Item-to-item co-occurrence: how often item b comes within `window` events after item a in
+the users' histories ("b follows a"). A user's co-occurrence score for an item sums the counts
+from the user's `recent` latest items, halved per step back, scaled so that the user's best
+item scores 1. `blend` mixes it with the vector and segment scores. Knows nothing about Ray.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+from scipy import sparse
+
+PAIRS = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("count", pa.int64()),
+                   ("held", pa.int64())])
+
+
+def held_out(user_ids, share: float, seed: int) -> np.ndarray:
+    """The users held out for validation: a seeded hash of the user id below `share`, so that
+    every worker decides alone, whatever the order and partitioning of the users."""
+    return held_rank(user_ids, seed) < share
+
+
+def held_rank(user_ids, seed: int) -> np.ndarray:
+    """Each user's seeded hash as a number uniform in [0, 1)."""
+    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{u}".encode(), digest_size=8)
+                                    .digest(), "little") / 2.0 ** 64 for u in user_ids],
+                    np.float64)
+
+
+def follower_pairs(item_index: list[np.ndarray], n_items: int, window: int,
+                   held: np.ndarray | None = None) -> pa.Table:
+    """Per user catalogue rows, oldest first -> one row per distinct (src, dst) pair of the
+    batch with its `count`; `held` counts the pairs whose dst is the last item of a held-out
+    user (validation takes them out: that is the item it asks for)."""
+    lengths = np.array([len(r) for r in item_index], np.int64)
+    if lengths.sum() == 0:
+        return PAIRS.empty_table()
+    rows = np.concatenate(item_index).astype(np.int64)
+    user = np.repeat(np.arange(len(item_index)), lengths)
+    last = np.zeros(len(rows), bool)
+    last[np.cumsum(lengths)[lengths > 0] - 1] = True
+    held_last = last & (held[user] if held is not None else False)
+    keys, marks = [], []
+    for g in range(1, window + 1):
+        same = user[:-g] == user[g:]
+        keys.append(rows[:-g][same] * n_items + rows[g:][same])
+        marks.append(held_last[g:][same])
+    keys, marks = np.concatenate(keys), np.concatenate(marks)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    return pa.table({"src": uniq // n_items, "dst": uniq % n_items,
+                     "count": np.bincount(inverse, minlength=len(uniq)).astype(np.int64),
+                     "held": np.bincount(inverse, weights=marks, minlength=len(uniq))
+                     .astype(np.int64)}, schema=PAIRS)
+
+
+class Followers:
+    """Each item's `top` most frequent followers, as a sparse (n_items, n_items) matrix."""
+
+    def __init__(self, src: np.ndarray, dst: np.ndarray, count: np.ndarray, n_items: int,
+                 top: int):
+        src, dst, count = (np.asarray(a, np.int64) for a in (src, dst, count))
+        keep = count > 0
+        src, dst, count = src[keep], dst[keep], count[keep]
+        order = np.lexsort((dst, -count, src))
+        src, dst, count = src[order], dst[order], count[order]
+        first = np.searchsorted(src, src)               # each src's first row
+        keep = np.arange(len(src)) - first < top
+        self.n_items, self.top = n_items, top
+        self.src, self.dst, self.count = src[keep], dst[keep], count[keep]
+        self.matrix = sparse.csr_matrix((self.count.astype(np.float32), (self.src, self.dst)),
+                                        shape=(n_items, n_items))
+
+    @classmethod
+    def from_pairs(cls, pairs: pa.Table, n_items: int, top: int,
+                   validation: bool = False) -> "Followers":
+        """Summed pair counts (src, dst, count, held) -> Followers; `validation` leaves out
+        the pairs that end at a held-out user's last item."""
+        count = pairs["count"].to_numpy()
+        if validation:
+            count = count - pairs["held"].to_numpy()
+        return cls(pairs["src"].to_numpy(), pairs["dst"].to_numpy(), count, n_items, top)
+
+    def to_table(self, item_ids: list[str]) -> pa.Table:
+        """-> rows (item_id, follower_id, count): `item_followers.parquet`."""
+        ids = pa.array(item_ids, pa.string())
+        return pa.table({"item_id": ids.take(pa.array(self.src)),
+                         "follower_id": ids.take(pa.array(self.dst)),
+                         "count": pa.array(self.count, pa.int64())})
+
+    @classmethod
+    def from_table(cls, table: pa.Table, item_index, top: int) -> "Followers":
+        """`item_followers` rows -> Followers. item_index: pandas.Index of the catalogue."""
+        src = item_index.get_indexer(table["item_id"].to_numpy(zero_copy_only=False))
+        dst = item_index.get_indexer(table["follower_id"].to_numpy(zero_copy_only=False))
+        if (src < 0).any() or (dst < 0).any():
+            raise ValueError("item_followers names items outside the catalogue")
+        return cls(src, dst, table["count"].to_numpy(), len(item_index), top)
+
+    def scores(self, item_index: list[np.ndarray], recent: int) -> sparse.csr_matrix:
+        """Per user catalogue rows, oldest first -> (n_users, n_items) sparse scores in
+        [0, 1]. Rows past the catalogue (items new to the service) have no followers."""
+        n = len(item_index)
+        users, cols, weights = [], [], []
+        for u, rows in enumerate(item_index):
+            latest = np.asarray(rows, np.int64)[::-1][:recent]
+            known = latest < self.n_items
+            users.append(np.full(known.sum(), u))
+            cols.append(latest[known])
+            weights.append(0.5 ** np.flatnonzero(known))
+        if not n:
+            return sparse.csr_matrix((0, self.n_items), dtype=np.float32)
+        start = sparse.csr_matrix((np.concatenate(weights).astype(np.float32),
+                                   (np.concatenate(users), np.concatenate(cols))),
+                                  shape=(n, self.n_items))
+        out = (start @ self.matrix).tocsr()
+        out.sum_duplicates()
+        sizes = np.diff(out.indptr)
+        if out.nnz:         # each non-empty row's segments of data end where the next begins
+            best = np.maximum.reduceat(out.data, out.indptr[:-1][sizes > 0])
+            out.data = out.data / np.repeat(best, sizes[sizes > 0])
+        return out
