@@ -30,7 +30,8 @@ DATASETS = {
 }
 # variant -> (extra arguments, {row name: strategy in that run})
 VARIANTS = {
-    "encoder": ([], {"encoder (vector)": "vector", "encoder + segment (blend)": "blend",
+    "encoder": ([], {"encoder (vector)": "vector",
+                     "encoder + segment + co-occurrence (blend, fitted)": "blend",
                      "segment (encoder vectors)": "segment",
                      "most popular": "most_popular", "item-to-item co-occurrence": "cooccurrence"}),
     "pooled": (["--set", "user_repr=pooled"], {"pooled BERT vectors": "vector",
