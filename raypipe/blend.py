@@ -20,7 +20,6 @@ from raypipe.config import PipelineConfig
 from raypipe.profiles import nearest_segments
 from raypipe.recommend import Recommender, purchased_rows, query_vectors, segment_rankings
 from raypipe.users import history_rows, history_weights, pool
-from raypipe.vectors import to_numpy
 
 SEGMENT_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
 COOCCURRENCE_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -46,12 +45,12 @@ class Validation:
     last_weights: np.ndarray        # (n,) the last item's weight in that mass
 
 
-def validation_inputs(users: pa.Table, catalogue, centroids: np.ndarray, cfg: PipelineConfig,
-                      text_vectors: np.ndarray, encoder=None) -> Validation:
-    """Validation users (user_id, item_ids, event_types and the segment column) -> their
-    inputs. `encoder`: the trained SequenceEncoder for user_repr=encoder; `text_vectors`
-    the catalogue's text vectors (pooled users are pooled from them)."""
-    from raypipe.jobs.segments import segment_column
+def validation_inputs(users: pa.Table, segment_vectors: np.ndarray, catalogue,
+                      centroids: np.ndarray, cfg: PipelineConfig, text_vectors: np.ndarray,
+                      encoder=None) -> Validation:
+    """Validation users (item_ids, event_types) and the vectors their segments were made
+    from -> their inputs. `encoder`: the trained SequenceEncoder for user_repr=encoder;
+    `text_vectors`: the catalogue's text vectors (pooled users are pooled from them)."""
     rows = history_rows(users["item_ids"], catalogue.index())
     types = users["event_types"].to_pylist()
     short, short_types = [r[:-1] for r in rows], [t[:-1] for t in types]
@@ -65,7 +64,7 @@ def validation_inputs(users: pa.Table, catalogue, centroids: np.ndarray, cfg: Pi
                               text_vectors)
     else:
         raise ValueError(f"no validation inputs for user_repr={cfg.user_repr!r}")
-    full = nearest_segments(to_numpy(users[segment_column(users.column_names)]), centroids)[0]
+    full = nearest_segments(segment_vectors, centroids)[0]
     last = np.array([w[-1] for w in history_weights(types, cfg.user)], np.float64)
     return Validation(query, nearest_segments(taste, centroids)[0], short,
                       purchased_rows(short, short_types, cfg.recommend.exclude_purchased),

@@ -27,7 +27,7 @@ from raypipe.jobs import ingest, runtime
 from raypipe.jobs.embedding import blocks_by_length, embed_texts
 from raypipe.cooccur import Followers
 from raypipe.jobs.segments import (SegmentModel, count_followers, fit_segments, profile_users,
-                                   recommend_users, validation_users)
+                                   recommend_users, segment_column, validation_users)
 from raypipe.encoder import TrainedEncoder, item_vectors as encoder_item_vectors
 from raypipe.jobs.training import encoder_user_vectors, fit_encoder
 from raypipe.jobs.users import Catalogue, profiled, user_vectors
@@ -382,8 +382,9 @@ class Stages:
             state = torch.load(io.BytesIO(self.store.done["users"].folder.read_bytes(
                 "encoder.pt")), weights_only=False)
             encoder = TrainedEncoder.from_file(state, text_vectors).model()
-        val = blend.validation_inputs(val_users, catalogue, centroids, cfg, text_vectors,
-                                      encoder)
+        val = blend.validation_inputs(
+            val_users, to_numpy(val_users[segment_column(val_users.column_names)]), catalogue,
+            centroids, cfg, text_vectors, encoder)
         rec = Recommender(catalogue.item_ids, catalogue.vectors, blend.validation_rankings(
             mass, val, len(centroids), depth=1000), r, item_group,
             Followers.from_pairs(pairs, n_items, r.cooccurrence_top, validation=True))

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from dataclasses import dataclass
-
 import faiss
 import numpy as np
 import pyarrow as pa
@@ -231,7 +229,7 @@ def index_info(index: faiss.Index) -> dict:
     return {"kind": "flat"}
 
 
-@dataclass
+@dataclasses.dataclass
 class BlendParts:
     """`blend`'s candidates for a batch of users, (n, m) each: the union of the vector,
     segment and co-occurrence lists, and each signal's score; ranked by `Recommender.blend`
@@ -288,8 +286,9 @@ class Recommender:
         want = k or self.cfg.k
         k = max(want, self.cfg.k)
         strategies = strategies or self.cfg.strategies
-        lists = set(strategies) - {"blend"} | ({"vector", "segment"} if "blend" in strategies
-                                               else set())
+        lists = set(strategies) - {"blend"}
+        if "blend" in strategies:           # blend's candidates include both lists
+            lists |= {"vector", "segment"}
         out = self._lists(vectors, segments, exclude, k, lists, interests)
         if "blend" in strategies:
             out["blend"] = self.blend(self.blend_parts(vectors, segments, exclude, k, history,

@@ -43,6 +43,16 @@ def test_known_user_recommendations_equal_the_batch_rows(run):
             assert short == served["items"][:3]
 
 
+def test_the_service_blends_with_the_runs_weights_and_counts(run):
+    out, manifest, service = run
+    rec = service.recommender
+    assert rec.blend_weights == (manifest["blend"]["segment"], manifest["blend"]["cooccurrence"])
+    followers = table(out, "item_followers")
+    assert rec.followers.matrix.nnz == len(followers)
+    a, b = (service.item_index.get_loc(i) for i in followers[["item_id", "follower_id"]].iloc[0])
+    assert rec.followers.matrix[a, b] == followers["count"].iloc[0]
+
+
 def test_known_user_profile_is_the_profiles_row(run):
     out, _, service = run
     profiles = table(out, "profiles").set_index("user_id")
