@@ -289,16 +289,17 @@ class Recommender:
         lists = set(strategies) - {"blend"}
         if "blend" in strategies:           # blend's candidates include both lists
             lists |= {"vector", "segment"}
-        out = self._lists(vectors, segments, exclude, k, lists, interests)
+        excluded = ExcludedRows(exclude, len(self.item_ids))
+        out = self._lists(vectors, segments, excluded, k, lists, interests)
         if "blend" in strategies:
-            out["blend"] = self.blend(self.blend_parts(vectors, segments, exclude, k, history,
-                                                       out), *self.blend_weights, k)
+            out["blend"] = self.blend(self._blend_parts(vectors, segments, excluded, k, history,
+                                                        out), *self.blend_weights, k)
         return {s: out[s].prefix(want) for s in strategies}
 
-    def _lists(self, vectors, segments, exclude, k, strategies, interests) -> dict[str, Ranked]:
+    def _lists(self, vectors, segments, excluded: ExcludedRows, k, strategies,
+               interests) -> dict[str, Ranked]:
         n_items = len(self.item_ids)
         segments = np.asarray(segments, np.int64)
-        excluded = ExcludedRows(exclude, n_items)
         out = {}
         if "vector" in strategies:
             depth = min(n_items, self._depth(k) + excluded.most)
@@ -358,7 +359,7 @@ class Recommender:
         scores = np.take_along_axis(scores, order, axis=1)
         return first_k(rows, scores, self._over_cap(rows, rows >= 0), k)
 
-    def _co_scores(self, history, n_users: int):
+    def _co_scores(self, history):
         """Users' co-occurrence scores (sparse (n, n_items)), or None without followers."""
         if self.followers is None:
             return None
@@ -382,20 +383,21 @@ class Recommender:
         return first_k(rows, scores, self._drop(rows, excluded), k)
 
     def blend_parts(self, vectors, segments, exclude: list[set], k: int | None = None,
-                    history: list[np.ndarray] | None = None,
-                    lists: dict[str, Ranked] | None = None) -> BlendParts:
+                    history: list[np.ndarray] | None = None) -> BlendParts:
         """The union of the users' vector, segment and co-occurrence lists (k each, excluded
-        items left out) with every candidate's three scores. `lists`: the vector and segment
-        lists when already made."""
+        items left out) with every candidate's three scores, to rank for any weights."""
         k = k or self.cfg.k
+        excluded = ExcludedRows(exclude, len(self.item_ids))
+        lists = self._lists(vectors, segments, excluded, k, ("vector", "segment"), None)
+        return self._blend_parts(vectors, segments, excluded, k, history, lists)
+
+    def _blend_parts(self, vectors, segments, excluded: ExcludedRows, k: int, history,
+                     lists: dict[str, Ranked]) -> BlendParts:
         segments = np.asarray(segments, np.int64)
-        co = self._co_scores(history, len(segments))
-        if lists is None:
-            lists = self._lists(vectors, segments, exclude, k, ("vector", "segment"), None)
+        co = self._co_scores(history)
         parts = [lists["vector"].rows, lists["segment"].rows]
         if co is not None:
-            parts.append(self._cooccurrence(co, ExcludedRows(exclude, len(self.item_ids)),
-                                            k).rows)
+            parts.append(self._cooccurrence(co, excluded, k).rows)
         cand = np.sort(np.concatenate(parts, axis=1), axis=1)
         invalid = cand < 0
         invalid[:, 1:] |= cand[:, 1:] == cand[:, :-1]          # each item once

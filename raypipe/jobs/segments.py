@@ -120,9 +120,9 @@ def profile_users(users, catalogue_ref, model: SegmentModel):
 
 
 def _pairs(batch: pa.Table, catalogue, window: int, share: float, seed: int) -> pa.Table:
-    from raypipe.cooccur import follower_pairs, held_rank
+    from raypipe.cooccur import follower_pairs, held_out
     cat = fetch(catalogue[0])
-    held = held_rank(batch["user_id"].to_numpy(zero_copy_only=False), seed) < share
+    held = held_out(batch["user_id"].to_numpy(zero_copy_only=False), share, seed)
     return follower_pairs(history_rows(batch["item_ids"], cat.index()), len(cat.item_ids),
                           window, held)
 
@@ -130,7 +130,7 @@ def _pairs(batch: pa.Table, catalogue, window: int, share: float, seed: int) -> 
 def count_followers(users, catalogue_ref, cfg: PipelineConfig, share: float) -> pa.Table:
     """-> (src, dst, count, held) summed over all users: how often catalogue row dst comes
     within recommend.cooccurrence_window events after src; `held`: the pairs that end at the
-    last item of a validation user (those whose held_rank is below `share`)."""
+    last item of a validation user (cooccur.held_out with `share`)."""
     pairs = users.map_batches(_pairs, batch_size=4 * USER_BATCH, batch_format="pyarrow",
                               fn_kwargs={"catalogue": catalogue_ref,
                                          "window": cfg.recommend.cooccurrence_window,
@@ -140,8 +140,8 @@ def count_followers(users, catalogue_ref, cfg: PipelineConfig, share: float) -> 
 
 
 def _validation_users(batch: pa.Table, share: float, seed: int) -> pa.Table:
-    from raypipe.cooccur import held_rank
-    keep = held_rank(batch["user_id"].to_numpy(zero_copy_only=False), seed) < share
+    from raypipe.cooccur import held_out
+    keep = held_out(batch["user_id"].to_numpy(zero_copy_only=False), share, seed)
     keep &= np.diff(batch["item_ids"].combine_chunks().offsets.to_numpy()) >= 2
     return batch.filter(pa.array(keep)).select(
         ["user_id", "item_ids", "event_types", segment_column(batch.column_names)])
