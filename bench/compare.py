@@ -48,8 +48,8 @@ VARIANTS = {
 
 
 def run_variant(dataset: str, variant: str, root: str) -> dict:
-    from raypipe.artifacts import read_manifest, read_table
-    from raypipe.evaluate import metrics_from_recs
+    from raypipe.run.artifacts import read_manifest, read_table
+    from raypipe.recommend.metrics import metrics_from_recs
     out = os.path.join(root, f"{dataset}-{variant}")
     cmd = [os.path.join(os.path.dirname(sys.executable), "raypipe"), "run",
            *DATASETS[dataset], *VARIANTS[variant][0], "--holdout", "last", "--output", out]

@@ -28,7 +28,7 @@ DATA = os.path.join(HERE, "..", "..", "shared", "data")
 
 
 def item_texts(n: int) -> list[str]:
-    from raypipe import sources
+    from raypipe.events import sources
     from raypipe.config import SourceConfig
     cfg = SourceConfig(kind="amazon-p5", input=os.path.join(DATA, "amazon-beauty"))
     table = sources.read_items(sources.plan_items(cfg)[0], {}, cfg.text_columns)
@@ -38,7 +38,7 @@ def item_texts(n: int) -> list[str]:
 
 def sequence_texts(texts: list[str], n: int, length: int = 20) -> list[str]:
     """Rendered behaviour sequences as `user_repr: text` makes them (sequence_text)."""
-    from raypipe.sequences import sequence_text
+    from raypipe.events.sequences import sequence_text
     rng = np.random.default_rng(0)
     return [sequence_text([texts[i] for i in rng.integers(0, len(texts), length)],
                           ["view"] * length) for _ in range(n)]
@@ -106,7 +106,7 @@ def main() -> None:
     import torch
 
     from raypipe.config import EmbedConfig
-    from raypipe.embed import Embedder, cpu_has_bf16, default_model_path
+    from raypipe.vectors.embed import Embedder, cpu_has_bf16, default_model_path
     torch.set_num_threads(os.cpu_count())
     texts = item_texts(args.texts)
     if args.only_ray:

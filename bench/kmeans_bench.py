@@ -43,7 +43,7 @@ def run_raypipe(x, k, iters, shards, seeds, sample_size):
 
     from raypipe.jobs import runtime
     from raypipe.jobs.kmeans_tasks import RayShards
-    from raypipe.kmeans import KMeans
+    from raypipe.segments.kmeans import KMeans
     runtime.start()
     # Warm the workers (imports) as on a running cluster; the data goes to the object store
     # before timing, as the pipeline's shards are already there.

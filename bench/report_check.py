@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--screenshot", help="PNG to write (the page's first 1280 x 2400 px)")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     args = ap.parse_args()
-    from raypipe.report import write
+    from raypipe.readouts.report import write
     page = write(args.artifacts, os.path.join(tempfile.mkdtemp(), "report.html"))
     url = "file://" + os.path.abspath(page)
     dom = chromium(args.chromium, "--dump-dom", url)

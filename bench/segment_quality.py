@@ -17,8 +17,8 @@ import numpy as np
 def main() -> None:
     from sklearn.metrics import silhouette_score
 
-    from raypipe.artifacts import read_manifest, read_table
-    from raypipe.vectors import to_numpy
+    from raypipe.run.artifacts import read_manifest, read_table
+    from raypipe.arrays import to_numpy
     p = argparse.ArgumentParser()
     p.add_argument("artifacts", nargs="+")
     p.add_argument("--sample", type=int, default=5000)

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         if args.command == "forget":
             return _forget(args)
         if args.command == "report":
-            from raypipe.report import write
+            from raypipe.readouts.report import write
             print(f"raypipe: wrote {write(args.artifacts, args.out)}")
             return 0
         if args.command == "segments":
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
 
 
 def _generate(args) -> int:
-    from raypipe.synthetic import generate
+    from raypipe.events.synthetic import generate
     cfg = SyntheticConfig(users=args.users, items=args.items, segments=args.segments,
                           events=args.events or 24 * args.users, seed=args.seed)
     paths = generate(cfg, args.out)
@@ -146,7 +146,7 @@ def _generate(args) -> int:
 
 
 def _export(args) -> int:
-    from raypipe.export import segment_users, write
+    from raypipe.readouts.export import segment_users, write
     users = segment_users(args.artifacts, args.segment, args.min_confidence)
     write(users, args.out)
     print(f"raypipe: wrote {users.num_rows} users of segment {args.segment} to {args.out}")
@@ -154,7 +154,7 @@ def _export(args) -> int:
 
 
 def _forget(args) -> int:
-    from raypipe.privacy import forget
+    from raypipe.run.privacy import forget
     for user in args.user:
         removed = forget(args.artifacts, user)
         print(f"raypipe: forgot a user in {args.artifacts}: "
@@ -199,10 +199,10 @@ def _serve(args) -> int:
 
 
 def _run(args) -> int:
-    from raypipe.clean import BadRowError
+    from raypipe.events.clean import BadRowError
     from raypipe.jobs.runtime import unwrap
     from raypipe.pipeline import run
-    from raypipe.summary import render
+    from raypipe.readouts.summary import render
     cfg = config_from_args(args)
     try:
         manifest = run(cfg, force=args.force)

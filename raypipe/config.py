@@ -92,7 +92,7 @@ class EmbedConfig:
     max_actors: int = 0        # cap on the actor pool; 0 = as many as resources allow
 
     def __post_init__(self):
-        from raypipe.embed import PRECISIONS
+        from raypipe.vectors.embed import PRECISIONS
         if self.precision not in PRECISIONS:
             raise ValueError(f"embed.precision={self.precision!r}; expected one of {PRECISIONS}")
         if self.batch_size < 1 or self.max_length < 8:

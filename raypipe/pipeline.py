@@ -19,27 +19,31 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from raypipe import __version__, blend, segment_ids, sources, synthetic
-from raypipe.artifacts import MANIFEST, ArtifactWriter, Folder, clear_leftovers
+from raypipe import __version__
+from raypipe.recommend import blend
+from raypipe.segments import ids as segment_ids
+from raypipe.events import sources
+from raypipe.events import synthetic
+from raypipe.run.artifacts import MANIFEST, ArtifactWriter, Folder, clear_leftovers
 from raypipe.config import PipelineConfig, SourceConfig
-from raypipe.evaluate import adjusted_rand_index, cooccurrence, metrics_from_recs, most_popular
+from raypipe.recommend.metrics import adjusted_rand_index, cooccurrence, metrics_from_recs, most_popular
 from raypipe.jobs import ingest, runtime
 from raypipe.jobs.embedding import blocks_by_length, embed_texts
-from raypipe.cooccur import Followers
+from raypipe.recommend.cooccur import Followers
 from raypipe.jobs.segments import (SegmentModel, count_followers, fit_segments, profile_users,
                                    recommend_users, segment_column, validation_users)
-from raypipe.encoder import TrainedEncoder, item_vectors as encoder_item_vectors
+from raypipe.vectors.encoder import TrainedEncoder, item_vectors as encoder_item_vectors
 from raypipe.jobs.training import encoder_user_vectors, fit_encoder
 from raypipe.jobs.users import Catalogue, profiled, user_vectors
 from raypipe.jobs.kmeans_tasks import RayShards
-from raypipe.kmeans import KMeans
-from raypipe.kmeans_shard import shard_predict
-from raypipe.profiles import distinctive_terms, summarize_segments
-from raypipe.recommend import Recommender, segment_items_table, segment_rankings
-from raypipe.privacy import pseudonymizer
+from raypipe.segments.kmeans import KMeans
+from raypipe.segments.shard import shard_predict
+from raypipe.segments.profiles import distinctive_terms, summarize_segments
+from raypipe.recommend.recommender import Recommender, segment_items_table, segment_rankings
+from raypipe.run.privacy import pseudonymizer
 from raypipe.schema import QUARANTINE
-from raypipe.stages import StageStore, fingerprint, settings
-from raypipe.vectors import to_arrow, to_numpy
+from raypipe.run.stages import StageStore, fingerprint, settings
+from raypipe.arrays import to_arrow, to_numpy
 
 log = logging.getLogger("raypipe")
 

@@ -50,7 +50,7 @@ def read_api_key(env: str = "RAYPIPE_API_KEY", file_env: str = "RAYPIPE_API_KEY_
 
 def guarded(call, *args) -> dict:
     """Run a ProfileService call; its refusals become error values."""
-    from raypipe.online import BadRequest, UnknownUser
+    from serve.service import BadRequest, UnknownUser
     try:
         return call(*args)
     except UnknownUser as exc:
@@ -163,14 +163,14 @@ class LocalBackend:
     artifacts' text model (loaded on first use)."""
 
     def __init__(self, artifacts: str):
-        from raypipe.online import ProfileService
+        from serve.service import ProfileService
         self.service = ProfileService(artifacts)
         self._embedder = None
 
     def embed(self, texts: list[str], max_lengths: list[int]):
         import numpy as np
         if self._embedder is None:
-            from raypipe.embed import Embedder
+            from raypipe.vectors.embed import Embedder
             e = self.service.cfg.embed
             self._embedder = Embedder(e.model, device=e.device, precision=e.precision,
                                       max_length=e.max_length)

@@ -2,10 +2,10 @@
 
 Two deployments, each an adapter around plain code:
 - `Recommender`: the FastAPI app of serve/api.py (auth, limits, schemas) over a
-  `raypipe.online.ProfileService`. Its user_config {"artifacts": URI} names the run it
+  `serve.service.ProfileService`. Its user_config {"artifacts": URI} names the run it
   answers from; a new URI is loaded beside the old one and swapped in when ready, so no
   request is dropped, and every answer carries the version that made it.
-- `TextEmbedder`: the artifacts' text model (`raypipe.embed.Embedder`) with `@serve.batch`
+- `TextEmbedder`: the artifacts' text model (`raypipe.vectors.embed.Embedder`) with `@serve.batch`
   dynamic batching, for texts that requests bring (new items; `user_repr: text` sequences).
   It takes a GPU when the cluster has one.
 
@@ -76,7 +76,7 @@ class ServeArgs(BaseModel):
 class TextEmbedder:
     def __init__(self, model: str | None, device: str | None, precision: str,
                  max_batch_size: int, batch_wait_timeout_s: float):
-        from raypipe.embed import Embedder
+        from raypipe.vectors.embed import Embedder
         self.embedder = Embedder(model, device=device, precision=precision)
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -117,7 +117,7 @@ class Recommender:
     async def reconfigure(self, config: dict) -> None:
         """user_config {"artifacts": URI}: load that run (off the event loop, so requests go
         on being answered by the current one), then swap it in."""
-        from raypipe.online import ProfileService
+        from serve.service import ProfileService
         uri = config["artifacts"]
         if self.service is not None and self.service.uri == uri and not config.get("reload"):
             return
@@ -160,7 +160,7 @@ def app_builder(args: ServeArgs) -> serve.Application:
     """-> the Serve application. To move to a new run without a restart, change only the
     Recommender's `user_config` (serve/config.yaml): Serve then reconfigures the running
     replicas in place; changing `args` redeploys everything."""
-    from raypipe.artifacts import read_manifest
+    from raypipe.run.artifacts import read_manifest
     args = args if isinstance(args, ServeArgs) else ServeArgs(**args)
     embed = read_manifest(args.artifacts)["config"]["embed"]
     model = args.model or embed["model"]

@@ -39,7 +39,7 @@ def pipeline_runs(ray_session, tmp_path_factory):
     on first use and shared by the pipeline, online and serving tests."""
     from raypipe.config import PipelineConfig, SourceConfig, SyntheticConfig, apply_overrides
     from raypipe.pipeline import run
-    from raypipe.synthetic import generate
+    from raypipe.events.synthetic import generate
     runs = {}
 
     def get(user_repr: str):

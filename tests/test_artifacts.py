@@ -2,7 +2,7 @@ import os
 
 import pyarrow as pa
 
-from raypipe.artifacts import ArtifactWriter, read_manifest, read_table
+from raypipe.run.artifacts import ArtifactWriter, read_manifest, read_table
 
 
 def test_output_appears_only_on_commit_and_replaces_the_old_run(tmp_path):

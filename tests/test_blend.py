@@ -2,10 +2,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raypipe import blend
+from raypipe.recommend import blend
 from raypipe.config import PipelineConfig, RecommendConfig, apply_overrides
-from raypipe.cooccur import Followers, follower_pairs, held_out, held_rank
-from raypipe.recommend import Recommender
+from raypipe.recommend.cooccur import Followers, follower_pairs, held_out, held_rank
+from raypipe.recommend.recommender import Recommender
 
 
 def test_follower_pairs_count_within_the_window_and_mark_held_last_items():

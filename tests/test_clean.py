@@ -1,8 +1,8 @@
 import pyarrow as pa
 import pytest
 
-from raypipe import clean
-from raypipe.sources import RAW_EVENTS, RAW_ITEMS
+from raypipe.events import clean
+from raypipe.events.sources import RAW_EVENTS, RAW_ITEMS
 
 
 def raw_events(rows):

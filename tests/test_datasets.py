@@ -4,7 +4,7 @@ import os
 import pyarrow.compute as pc
 import pytest
 
-from raypipe import sources
+from raypipe.events import sources
 from raypipe.config import SourceConfig
 
 

@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 
 from raypipe.config import EmbedConfig
-from raypipe.embed import Embedder, pick_device
+from raypipe.vectors.embed import Embedder, pick_device
 
 pytestmark = pytest.mark.slow
 TEXTS = ["waterproof ultralight tent", "stainless steel chef knife", "", "a " * 200,
@@ -38,7 +38,7 @@ def test_every_cpu_precision_auto_may_pick_stays_within_the_cosine_bar(embedder,
 
 
 def test_precisions_a_device_cannot_run_are_refused():
-    from raypipe.embed import pick_precision
+    from raypipe.vectors.embed import pick_precision
     with pytest.raises(ValueError, match="not available on cpu"):
         pick_precision("fp16", "cpu")
     with pytest.raises(ValueError, match="not available on cuda"):

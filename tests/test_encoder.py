@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from raypipe import encoder
-from raypipe.cooccur import held_out
+from raypipe.vectors import encoder
+from raypipe.recommend.cooccur import held_out
 from raypipe.config import EncoderConfig
 from tests.conftest import fake_vectors
 

@@ -3,7 +3,7 @@ import math
 import pyarrow as pa
 import pytest
 
-from raypipe.evaluate import cooccurrence, metrics_from_recs, most_popular
+from raypipe.recommend.metrics import cooccurrence, metrics_from_recs, most_popular
 
 
 def test_metrics_from_rows_hand_computed():
@@ -31,7 +31,7 @@ def test_adjusted_rand_index_matches_scikit_learn():
     import numpy as np
     from sklearn.metrics import adjusted_rand_score
 
-    from raypipe.evaluate import adjusted_rand_index
+    from raypipe.recommend.metrics import adjusted_rand_index
     rng = np.random.default_rng(0)
     a, b = rng.integers(4, size=500), rng.integers(5, size=500)
     assert adjusted_rand_index(a, b) == pytest.approx(adjusted_rand_score(a, b))

@@ -11,7 +11,7 @@ import ray
 from raypipe.config import EmbedConfig
 from raypipe.jobs.embedding import blocks_by_length, embed_texts
 from raypipe.jobs.kmeans_tasks import RayShards
-from raypipe.kmeans import KMeans
+from raypipe.segments.kmeans import KMeans
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from raypipe.artifacts import read_manifest
+from raypipe.run.artifacts import read_manifest
 from raypipe.config import SyntheticConfig
-from raypipe.synthetic import generate
+from raypipe.events.synthetic import generate
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.join(os.path.dirname(__file__), "..")

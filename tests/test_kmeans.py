@@ -3,7 +3,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from raypipe.kmeans import KMeans, LocalShards, split_empty, update
+from raypipe.segments.kmeans import KMeans, LocalShards, split_empty, update
 
 FOUR = np.array([[0, 0], [0, 2], [10, 0], [10, 2]], np.float32)
 
@@ -123,7 +123,7 @@ def test_spherical_centroids_are_unit_length():
 @pytest.mark.gpu
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
 def test_gpu_assignment_matches_cpu(monkeypatch):
-    from raypipe import kmeans_shard
+    from raypipe.segments import shard as kmeans_shard
     x, _ = make_blobs(5000, centers=8, n_features=16, random_state=0)
     x = x.astype(np.float32)
     centroids = x[:8].copy()

@@ -5,7 +5,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from raypipe.artifacts import read_manifest
+from raypipe.run.artifacts import read_manifest
 from raypipe.cli import main
 
 HERE = os.path.join(os.path.dirname(__file__), "data", "malformed")

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raypipe.embed import Embedder
-from raypipe.online import BadRequest, ProfileService, UnknownUser
+from raypipe.vectors.embed import Embedder
+from serve.service import BadRequest, ProfileService, UnknownUser
 
 pytestmark = pytest.mark.slow
 

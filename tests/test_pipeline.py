@@ -7,11 +7,11 @@ import pyarrow as pa
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from raypipe.artifacts import read_manifest
+from raypipe.run.artifacts import read_manifest
 from raypipe.config import PipelineConfig, SourceConfig, SyntheticConfig, apply_overrides
-from raypipe.evaluate import metrics_from_recs
+from raypipe.recommend.metrics import metrics_from_recs
 from raypipe.pipeline import run
-from raypipe.synthetic import generate
+from raypipe.events.synthetic import generate
 
 pytestmark = pytest.mark.slow
 TABLES = ["items", "item_embeddings", "sequences", "user_embeddings", "centroids", "profiles",

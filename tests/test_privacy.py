@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raypipe.privacy import KEY_ENV, KEY_FILE_ENV, Pseudonymizer, load_key
+from raypipe.run.privacy import KEY_ENV, KEY_FILE_ENV, Pseudonymizer, load_key
 
 KEY = "a-test-key-of-at-least-16-chars"
 
@@ -66,7 +66,7 @@ def pseudonymised_run(ray_session, tmp_path_factory):
     """A small pooled run with pseudonymisation on; the log also has quarantined rows."""
     from raypipe.config import PipelineConfig, SourceConfig, SyntheticConfig, apply_overrides
     from raypipe.pipeline import run
-    from raypipe.synthetic import generate
+    from raypipe.events.synthetic import generate
     root = tmp_path_factory.mktemp("privacy")
     paths = generate(SyntheticConfig(users=200, items=100, events=4000, segments=2, seed=7),
                      str(root / "data"))
@@ -105,7 +105,7 @@ def test_forget_removes_the_user_everywhere_and_the_service_answers_404(
         pseudonymised_run, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from raypipe.artifacts import read_manifest
+    from raypipe.run.artifacts import read_manifest
     from raypipe.cli import main
     from serve.api import LocalBackend, build_api
     out, _, raw_ids = pseudonymised_run

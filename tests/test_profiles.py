@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raypipe.profiles import (distinctive_terms, interests, nearest_segments,
+from raypipe.segments.profiles import (distinctive_terms, interests, nearest_segments,
                               segment_item_mass, summarize_segments)
 
 CENTROIDS = np.array([[0, 0], [4, 0]], np.float32)

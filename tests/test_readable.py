@@ -10,8 +10,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from raypipe import segment_ids
-from raypipe.synthetic import CATEGORIES
+from raypipe.segments import ids as segment_ids
+from raypipe.events.synthetic import CATEGORIES
 
 
 def test_matching_recovers_a_permutation_and_relabels():

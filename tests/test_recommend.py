@@ -2,8 +2,8 @@ import numpy as np
 import pyarrow as pa
 
 from raypipe.config import RecommendConfig
-from raypipe.cooccur import Followers, follower_pairs
-from raypipe.recommend import Recommender, index_info, segment_rankings
+from raypipe.recommend.cooccur import Followers, follower_pairs
+from raypipe.recommend.recommender import Recommender, index_info, segment_rankings
 
 ITEMS = ["a", "b", "c", "d"]
 VECTORS = np.eye(4, dtype=np.float32)
@@ -117,8 +117,8 @@ def test_batch_recommender_equals_the_per_user_definition():
 
 def test_history_weights_and_purchases_from_arrow_or_lists():
     from raypipe.config import UserConfig
-    from raypipe.recommend import purchased_rows
-    from raypipe.users import history_weights
+    from raypipe.recommend.recommender import purchased_rows
+    from raypipe.vectors.pooling import history_weights
     cfg = UserConfig()
     types = [["view", "purchase", "cart"], [], ["click", "odd"], ["purchase"]]
     column = pa.chunked_array([pa.array(types[:1] + types[:3], pa.list_(pa.string()))
@@ -160,7 +160,7 @@ def test_ivf_index_is_deterministic_and_recall_is_measured():
 
 
 def test_group_cap_keeps_at_most_n_per_group_in_rank_order():
-    from raypipe.recommend import over_cap
+    from raypipe.recommend.recommender import over_cap
     rng = np.random.default_rng(1)
     groups = rng.integers(0, 4, 50)
     rows = np.stack([rng.permutation(50)[:20] for _ in range(30)])
@@ -178,7 +178,7 @@ def test_group_cap_keeps_at_most_n_per_group_in_rank_order():
 
 
 def test_multi_merges_interest_lists_by_weight():
-    from raypipe.recommend import interest_queries
+    from raypipe.recommend.recommender import interest_queries
     from raypipe.config import UserConfig
     rng = np.random.default_rng(5)
     n_items, d = 400, 12
@@ -196,8 +196,8 @@ def test_multi_merges_interest_lists_by_weight():
     got = rec.recommend(np.zeros((len(history), d), np.float32), np.zeros(len(history), int),
                         exclude, strategies=("multi",), interests=(queries, weights))["multi"]
     recent_cfg = UserConfig(half_life=cfg.query_half_life)
-    from raypipe.users import history_weights
-    from raypipe.profiles import interests
+    from raypipe.vectors.pooling import history_weights
+    from raypipe.segments.profiles import interests
     segs, ws = interests(history, history_weights(types, UserConfig()), item_segment, 5, 3)
     recent = history_weights(types, recent_cfg)
     for u, (h, s_list, w_list) in enumerate(zip(history, segs, ws)):

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raypipe.config import SyntheticConfig
-from raypipe.synthetic import generate
+from raypipe.events.synthetic import generate
 
 pytestmark = pytest.mark.slow
 BIN = os.path.dirname(sys.executable)
@@ -59,7 +59,7 @@ def test_a_run_reads_and_writes_s3_and_the_service_loads_it(s3, tmp_path, monkey
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    from raypipe.artifacts import read_manifest, read_table
+    from raypipe.run.artifacts import read_manifest, read_table
     manifest = read_manifest(out)
     assert manifest["rows"]["kept"] == 4000
     assert manifest["users"]["with_events"] == manifest["tables"]["sequences"] >= 190
@@ -71,7 +71,7 @@ def test_a_run_reads_and_writes_s3_and_the_service_loads_it(s3, tmp_path, monkey
         assert pq.read_table(f"{BUCKET}/runs/out/{table}.parquet",
                              filesystem=fs).num_rows == rows, table
 
-    from raypipe.online import ProfileService
+    from serve.service import ProfileService
     service = ProfileService(out)
     profiles = read_table(out, "profiles").to_pylist()
     for row in profiles[:10]:

@@ -1,7 +1,7 @@
 import pyarrow as pa
 
 from raypipe.config import SequenceConfig
-from raypipe.sequences import build_sequences, holdout_last, sequence_text
+from raypipe.events.sequences import build_sequences, holdout_last, sequence_text
 
 
 def events(rows):

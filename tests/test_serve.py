@@ -68,7 +68,7 @@ def wait_for_version(base: str, version: str, timeout: float = 180) -> None:
 @pytest.fixture(scope="module")
 def service(pipeline_runs, tmp_path_factory):
     from ray import serve
-    from raypipe.online import ProfileService
+    from serve.service import ProfileService
     first, _, _ = pipeline_runs("encoder")
     second, _, _ = pipeline_runs("pooled")
     folder = tmp_path_factory.mktemp("serve")
@@ -210,7 +210,7 @@ def test_fuzzed_requests_never_get_a_server_error(service):
 
 def test_a_new_version_is_swapped_in_without_a_failed_request(service):
     """Runs last in this module: afterwards the service answers from the second run."""
-    from raypipe.online import ProfileService
+    from serve.service import ProfileService
     new = ProfileService(service["second"]).version
     users = pd.read_parquet(f"{service['first']}/profiles.parquet").user_id.tolist()
     seen, failures, stop = [], [], threading.Event()

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raypipe import sources
+from raypipe.events import sources
 from raypipe.config import SourceConfig
 
 

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raypipe.artifacts import read_manifest
-from raypipe.stages import STAGE_FILE, StageStore
+from raypipe.run.artifacts import read_manifest
+from raypipe.run.stages import STAGE_FILE, StageStore
 
 BIN = os.path.dirname(sys.executable)
 
@@ -62,7 +62,7 @@ def test_prune_keeps_only_the_stages_of_the_last_run(tmp_path):
 
 def test_stage_keys_ignore_settings_that_only_change_speed():
     from raypipe.config import PipelineConfig, apply_overrides
-    from raypipe.stages import settings
+    from raypipe.run.stages import settings
     base = PipelineConfig()
     fast = apply_overrides(base, ["embed.batch_size=7", "embed.max_actors=3",
                                   "encoder.num_workers=2", "sequences.num_partitions=9"])

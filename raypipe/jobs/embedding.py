@@ -7,14 +7,14 @@ import ray
 
 from raypipe.config import EmbedConfig
 from raypipe.jobs.runtime import resources
-from raypipe.vectors import to_arrow
+from raypipe.arrays import to_arrow
 
 
 class EmbedActor:
     def __init__(self, cfg: EmbedConfig, text_column: str, max_length: int, threads: int):
         import torch
 
-        from raypipe.embed import Embedder
+        from raypipe.vectors.embed import Embedder
         if threads:
             torch.set_num_threads(threads)
         self.embedder = Embedder(cfg.model, device=cfg.device, precision=cfg.precision,

@@ -7,11 +7,12 @@ import pyarrow as pa
 import ray
 from ray.data.expressions import col
 
-from raypipe import clean, sources
+from raypipe.events import clean
+from raypipe.events import sources
 from raypipe.config import SequenceConfig, SourceConfig
 from raypipe.jobs.runtime import fetch, resources, sorted_blocks, to_table
 from raypipe.schema import REASON
-from raypipe.sequences import build_sequences, holdout_last
+from raypipe.events.sequences import build_sequences, holdout_last
 
 EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event_type", "_file", "_row"]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from raypipe.kmeans_shard import shard_sample
-from raypipe.vectors import to_numpy
+from raypipe.segments.shard import shard_sample
+from raypipe.arrays import to_numpy
 
 
 @ray.remote(max_retries=3)

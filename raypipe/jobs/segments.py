@@ -9,12 +9,12 @@ import ray
 from raypipe.config import KMeansConfig, PipelineConfig
 from raypipe.jobs.kmeans_tasks import RayShards
 from raypipe.jobs.runtime import USER_BATCH, cached, fetch, to_table
-from raypipe.kmeans import KMeans
-from raypipe.profiles import COUNTS, nearest_segments, profile_table, segment_item_mass
-from raypipe.recommend import (Recommender, index_info, interest_queries, purchased_rows,
+from raypipe.segments.kmeans import KMeans
+from raypipe.segments.profiles import COUNTS, nearest_segments, profile_table, segment_item_mass
+from raypipe.recommend.recommender import (Recommender, index_info, interest_queries, purchased_rows,
                                query_vectors)
-from raypipe.users import history_rows, history_weights
-from raypipe.vectors import to_numpy
+from raypipe.vectors.pooling import history_rows, history_weights
+from raypipe.arrays import to_numpy
 
 
 def segment_column(names) -> str:
@@ -120,7 +120,7 @@ def profile_users(users, catalogue_ref, model: SegmentModel):
 
 
 def _pairs(batch: pa.Table, catalogue, window: int, share: float, seed: int) -> pa.Table:
-    from raypipe.cooccur import follower_pairs, held_out
+    from raypipe.recommend.cooccur import follower_pairs, held_out
     cat = fetch(catalogue[0])
     held = held_out(batch["user_id"].to_numpy(zero_copy_only=False), share, seed)
     return follower_pairs(history_rows(batch["item_ids"], cat.index()), len(cat.item_ids),
@@ -140,7 +140,7 @@ def count_followers(users, catalogue_ref, cfg: PipelineConfig, share: float) -> 
 
 
 def _validation_users(batch: pa.Table, share: float, seed: int) -> pa.Table:
-    from raypipe.cooccur import held_out
+    from raypipe.recommend.cooccur import held_out
     keep = held_out(batch["user_id"].to_numpy(zero_copy_only=False), share, seed)
     keep &= np.diff(batch["item_ids"].combine_chunks().offsets.to_numpy()) >= 2
     return batch.filter(pa.array(keep)).select(

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 
-from raypipe import io as rio
+from raypipe.run import paths as rio
 
 from raypipe.config import EncoderConfig
 from raypipe.jobs.runtime import USER_BATCH, cached, fetch, resources
@@ -39,15 +39,15 @@ def encode_users(users, catalogue_ref, width: int, cfg: EncoderConfig):
 
 def _histories(batch: pa.Table, catalogue, width: int):
     """A batch of user sequences -> encoded (items, events), as encoder.encode_histories."""
-    from raypipe.encoder import encode_histories
-    from raypipe.users import history_rows
+    from raypipe.vectors.encoder import encode_histories
+    from raypipe.vectors.pooling import history_rows
     cat = fetch(catalogue[0])
     return encode_histories(history_rows(batch["item_ids"], cat.index()),
                             batch["event_types"].to_pylist(), width)
 
 
 def _encode(batch: pa.Table, catalogue, width: int, share: float, seed: int) -> dict:
-    from raypipe.cooccur import held_out
+    from raypipe.recommend.cooccur import held_out
     items, events = _histories(batch, catalogue, width)
     users = batch["user_id"].to_numpy(zero_copy_only=False)
     return {"user_id": users, "items": items, "events": events,
@@ -74,7 +74,7 @@ def _train_loop(config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from raypipe import encoder
+    from raypipe.vectors import encoder
     if not logging.getLogger().handlers:     # epoch lines in the job's logs
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
@@ -175,7 +175,7 @@ def fit_encoder(users, catalogue, catalogue_ref, cfg, storage: str, data_key: st
                 fresh: bool = False):
     """Pipeline stage: user sequences -> a TrainedEncoder and its training summary.
     `fresh` deletes the run's checkpoints first, so training starts over."""
-    from raypipe.encoder import TrainedEncoder
+    from raypipe.vectors.encoder import TrainedEncoder
     width = cfg.sequences.max_length
     encoded = encode_users(users, catalogue_ref, width, cfg.encoder)
     text = catalogue.vectors if cfg.encoder.text else None
@@ -190,8 +190,8 @@ def fit_encoder(users, catalogue, catalogue_ref, cfg, storage: str, data_key: st
 
 
 def _encoder_vectors(batch: pa.Table, catalogue, encoder) -> pa.Table:
-    from raypipe.encoder import infer
-    from raypipe.vectors import to_arrow
+    from raypipe.vectors.encoder import infer
+    from raypipe.arrays import to_arrow
     model = cached(f"encoder-{encoder[0].hex()}", lambda: fetch(encoder[0]).model())
     items, events = _histories(batch, catalogue, model.max_length)
     last, mean = infer(model, items, events)

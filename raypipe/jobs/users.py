@@ -10,9 +10,9 @@ from ray.data.expressions import col
 from raypipe.config import PipelineConfig, UserConfig
 from raypipe.jobs.embedding import embed_texts
 from raypipe.jobs.runtime import USER_BATCH, cached, fetch
-from raypipe.sequences import sequence_text
-from raypipe.users import history_rows, history_weights, pool
-from raypipe.vectors import to_arrow
+from raypipe.events.sequences import sequence_text
+from raypipe.vectors.pooling import history_rows, history_weights, pool
+from raypipe.arrays import to_arrow
 
 
 class Catalogue:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from raypipe import io as rio
+from raypipe.run import paths as rio
 from raypipe.config import SourceConfig
 from raypipe.schema import FILE, REQUIRED_EVENT_COLUMNS, ROW
 

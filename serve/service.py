@@ -23,19 +23,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raypipe import clean, io as rio
-from raypipe.artifacts import read_table
-from raypipe.privacy import Pseudonymizer, load_key, stored_id
+from raypipe.events import clean
+from raypipe.run import paths as rio
+from raypipe.run.artifacts import read_table
+from raypipe.run.privacy import Pseudonymizer, load_key, stored_id
 from raypipe.config import PipelineConfig, from_dict
-from raypipe.cooccur import Followers
-from raypipe.kmeans_shard import assign
-from raypipe.profiles import COUNTS, profile_table
-from raypipe.recommend import (Recommender, interest_queries, purchased_rows, query_vectors,
+from raypipe.recommend.cooccur import Followers
+from raypipe.segments.shard import assign
+from raypipe.segments.profiles import COUNTS, profile_table
+from raypipe.recommend.recommender import (Recommender, interest_queries, purchased_rows, query_vectors,
                                segment_rankings_from_table)
 from raypipe.schema import DEFAULT_EVENT_TYPE, FILE, REASON, ROW
-from raypipe.sequences import build_sequences, sequence_text
-from raypipe.users import history_rows, history_weights, pool
-from raypipe.vectors import normalize, to_numpy
+from raypipe.events.sequences import build_sequences, sequence_text
+from raypipe.vectors.pooling import history_rows, history_weights, pool
+from raypipe.arrays import normalize, to_numpy
 
 REQUEST_USER = "request"
 
@@ -111,7 +112,7 @@ class ProfileService:
         space = self.text_vectors
         if self.cfg.user_repr == "encoder":
             import torch
-            from raypipe.encoder import TrainedEncoder
+            from raypipe.vectors.encoder import TrainedEncoder
             state = torch.load(io.BytesIO(_read_bytes(uri, "encoder.pt")), weights_only=False)
             self.encoder = TrainedEncoder.from_file(state, self.text_vectors).model().freeze_items()
             space = _vectors(read_table(uri, "item_vectors"), self.item_index)
@@ -239,7 +240,7 @@ class ProfileService:
         repr_ = self.cfg.user_repr
         if repr_ == "encoder":
             import torch
-            from raypipe.encoder import encode_histories, infer
+            from raypipe.vectors.encoder import encode_histories, infer
             with torch.no_grad():       # new items in the space the catalogue is ranked in
                 enc = self.encoder
                 cold = enc.scoring(enc.cold_items(torch.tensor(new_text))).numpy() \

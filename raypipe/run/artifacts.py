@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raypipe import io as rio
+from raypipe.run import paths as rio
 
 MANIFEST = "manifest.json"
 

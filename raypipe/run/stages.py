@@ -20,8 +20,8 @@ from typing import Callable
 import pyarrow.fs as pafs
 
 from raypipe import __version__
-from raypipe import io as rio
-from raypipe.artifacts import Folder
+from raypipe.run import paths as rio
+from raypipe.run.artifacts import Folder
 
 log = logging.getLogger("raypipe")
 STAGE_FILE = "_stage.json"

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raypipe.artifacts import MANIFEST, Folder
+from raypipe.run.artifacts import MANIFEST, Folder
 from raypipe.schema import EVENT_TYPES
-from raypipe.vectors import to_numpy
+from raypipe.arrays import to_numpy
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",

@@ -102,7 +102,7 @@ def forget(artifacts: str, user_id: str) -> dict:
     """Remove `user_id` (a raw id; mapped with the key when the run is pseudonymised) from
     every table of the run at `artifacts`. -> {table: rows removed}. Raises ValueError when
     the run does not know the user."""
-    from raypipe.artifacts import MANIFEST, ArtifactWriter, Folder, read_manifest
+    from raypipe.run.artifacts import MANIFEST, ArtifactWriter, Folder, read_manifest
     manifest = read_manifest(artifacts)
     stored = stored_id(manifest, user_id)
     source = Folder(artifacts)

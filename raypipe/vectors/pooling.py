@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raypipe.config import UserConfig
-from raypipe.vectors import normalize
+from raypipe.arrays import normalize
 
 
 def event_types_array(event_types) -> pa.ListArray:

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raypipe.config import RecommendConfig, UserConfig
-from raypipe.cooccur import Followers
-from raypipe.users import event_types_array, history_weights, pool
+from raypipe.recommend.cooccur import Followers
+from raypipe.vectors.pooling import event_types_array, history_weights, pool
 
 RECOMMENDATIONS = pa.schema([("user_id", pa.string()), ("rank", pa.int32()),
                              ("item_id", pa.string()), ("score", pa.float32()),
@@ -100,7 +100,7 @@ def interest_queries(item_index: list[np.ndarray], event_types, item_segment: np
     weighted by the long-term history weights, as in the profile) and for each the user's
     items of that interest pooled with the recent-intent weights.
     -> (queries (n, top, d), weights (n, top); 0 where a user has fewer interests)."""
-    from raypipe.profiles import interests
+    from raypipe.segments.profiles import interests
     n, d = len(item_index), item_vectors.shape[1]
     segs, ws = interests(item_index, history_weights(event_types, user), item_segment,
                          n_segments, top)

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raypipe.config import PipelineConfig
-from raypipe.profiles import nearest_segments
-from raypipe.recommend import Recommender, purchased_rows, query_vectors, segment_rankings
-from raypipe.users import history_rows, history_weights, pool
+from raypipe.segments.profiles import nearest_segments
+from raypipe.recommend.recommender import Recommender, purchased_rows, query_vectors, segment_rankings
+from raypipe.vectors.pooling import history_rows, history_weights, pool
 
 SEGMENT_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
 COOCCURRENCE_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -55,7 +55,7 @@ def validation_inputs(users: pa.Table, segment_vectors: np.ndarray, catalogue,
     types = users["event_types"].to_pylist()
     short, short_types = [r[:-1] for r in rows], [t[:-1] for t in types]
     if cfg.user_repr == "encoder":
-        from raypipe.encoder import encode_histories, infer
+        from raypipe.vectors.encoder import encode_histories, infer
         items, events = encode_histories(short, short_types, encoder.max_length)
         query, taste = infer(encoder, items, events)
     elif cfg.user_repr == "pooled":

@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
-from raypipe.kmeans_shard import assign
+from raypipe.segments.shard import assign
 from raypipe.schema import EVENT_TYPES
 
 COUNTS = ("n_events",) + tuple(f"n_{e}" for e in EVENT_TYPES)

@@ -15,9 +15,9 @@ import logging
 
 import numpy as np
 
-from raypipe import io as rio
-from raypipe.kmeans_init import canonical, kmeans_parallel, kmeans_plus_plus
-from raypipe.kmeans_shard import (assign, check_finite, lloyd_step, shard_labels,
+from raypipe.run import paths as rio
+from raypipe.segments.seeding import canonical, kmeans_parallel, kmeans_plus_plus
+from raypipe.segments.shard import (assign, check_finite, lloyd_step, shard_labels,
                                   shard_predict, shard_sample)
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from raypipe.kmeans_shard import parallel_sample, parallel_update, parallel_weights, row_hashes
+from raypipe.segments.shard import parallel_sample, parallel_update, parallel_weights, row_hashes
 
 
 def _sq_dist(a: np.ndarray, x: np.ndarray, x_sq: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raypipe.artifacts import MANIFEST, Folder
+from raypipe.run.artifacts import MANIFEST, Folder
 
 COLUMNS = ["user_id", "segment", "confidence", "distance", "history_length", "n_events"]
 
