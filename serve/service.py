@@ -14,7 +14,6 @@ for `user_repr: text` the rendered sequence) are embedded elsewhere (a Serve dep
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
 
@@ -23,20 +22,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raypipe.arrays import to_numpy
+from raypipe.config import PipelineConfig, from_dict
 from raypipe.events import clean
+from raypipe.events.sequences import build_sequences
+from raypipe.recommend.cooccur import Followers
+from raypipe.recommend.recommender import (Recommender, interest_queries, purchased_rows,
+                                           segment_rankings_from_table)
 from raypipe.run import paths as rio
 from raypipe.run.artifacts import read_table
 from raypipe.run.privacy import Pseudonymizer, load_key, stored_id
-from raypipe.config import PipelineConfig, from_dict
-from raypipe.recommend.cooccur import Followers
-from raypipe.segments.shard import assign
-from raypipe.segments.profiles import COUNTS, profile_table
-from raypipe.recommend.recommender import (Recommender, interest_queries, purchased_rows, query_vectors,
-                               segment_rankings_from_table)
 from raypipe.schema import DEFAULT_EVENT_TYPE, FILE, REASON, ROW
-from raypipe.events.sequences import build_sequences, sequence_text
-from raypipe.vectors.pooling import history_rows, history_weights, pool
-from raypipe.arrays import normalize, to_numpy
+from raypipe.segments.profiles import COUNTS, profile_table
+from raypipe.segments.shard import assign
+from raypipe.vectors.pooling import history_rows, history_weights
+from raypipe.vectors.users import UserModel
 
 REQUEST_USER = "request"
 
@@ -108,15 +108,14 @@ class ProfileService:
         self.item_segment = items["segment"].to_numpy()
         self.item_group = items["group"].to_numpy() if "group" in items.column_names else None
         self.text_vectors = _vectors(read_table(uri, "item_embeddings"), self.item_index)
-        self.encoder = None
-        space = self.text_vectors
-        if self.cfg.user_repr == "encoder":
-            import torch
+        encoder = None
+        if "encoder" in self.manifest:          # a trained user model: its file and items
             from raypipe.vectors.encoder import TrainedEncoder
-            state = torch.load(io.BytesIO(_read_bytes(uri, "encoder.pt")), weights_only=False)
-            self.encoder = TrainedEncoder.from_file(state, self.text_vectors).model().freeze_items()
-            space = _vectors(read_table(uri, "item_vectors"), self.item_index)
-        self.space = space
+            encoder = TrainedEncoder.from_bytes(_read_bytes(uri, "encoder.pt"),
+                                                self.text_vectors)
+        self.users = UserModel.from_config(self.cfg, self.text_vectors, self.texts, encoder)
+        self.space = _vectors(read_table(uri, "item_vectors"), self.item_index) \
+            if "item_vectors" in self.manifest["tables"] else self.text_vectors
         self.centroids = to_numpy(read_table(uri, "centroids").sort_by("segment")["vector"])
         segments = read_table(uri, "segments").sort_by("segment").to_pylist()
         self.segments = {s["segment"]: s for s in segments}
@@ -131,7 +130,7 @@ class ProfileService:
             followers = Followers.from_table(read_table(uri, "item_followers"),
                                              self.item_index, self.cfg.recommend.cooccurrence_top)
             weights = (blend["segment"], blend["cooccurrence"])
-        self.recommender = Recommender(self.item_ids, space, rankings, self.cfg.recommend,
+        self.recommender = Recommender(self.item_ids, self.space, rankings, self.cfg.recommend,
                                        self.item_group, followers, weights)
 
     def _load_users(self, uri: str) -> None:
@@ -143,7 +142,7 @@ class ProfileService:
         order = pd.Index(emb["user_id"].to_numpy(zero_copy_only=False)).get_indexer(ids)
         if (order < 0).any():
             raise ValueError(f"{uri}: {(order < 0).sum()} profiled users have no vector")
-        self.user_vectors = to_numpy(emb["vector"].take(order))
+        self.user_vectors = {c: to_numpy(emb[c].take(order)) for c in self.users.stored_columns}
         seqs = read_table(uri, "sequences").select(["user_id", "item_ids", "event_types"])
         order = pd.Index(seqs["user_id"].to_numpy(zero_copy_only=False)).get_indexer(ids)
         self.histories = seqs.take(order)
@@ -170,8 +169,10 @@ class ProfileService:
         h = self.histories.slice(i, 1).to_pylist()[0]
         rows = history_rows(pa.array([h["item_ids"]], pa.list_(pa.string())), self.item_index)
         segment = self.profiles["segment"][i].as_py()
-        return self._recommend(user_id, self.user_vectors[i:i + 1], rows, [h["event_types"]],
-                               self.space, segment, k, strategy, self.item_segment)
+        stored = {c: v[i:i + 1] for c, v in self.user_vectors.items()}
+        query = self.users.from_stored(stored, rows, [h["event_types"]]).query
+        return self._recommend(user_id, query, rows, [h["event_types"]], self.space, segment,
+                               k, strategy, self.item_segment)
 
     # ---- fresh sequences ---------------------------------------------------------------
 
@@ -205,10 +206,9 @@ class ProfileService:
         plan = Plan(user_id or REQUEST_USER, s["item_ids"], s["event_types"], rows,
                     {c: s[c] for c in COUNTS}, new, unknown,
                     [item_texts[i] for i in new], [self.cfg.embed.max_length] * len(new))
-        if self.cfg.user_repr == "text":
-            texts = [self.texts[r] if r < len(self.texts) else item_texts[i]
-                     for r, i in zip(rows.tolist(), s["item_ids"])]
-            plan.texts.append(sequence_text(texts, s["event_types"]))
+        if self.users.needs_texts:
+            plan.texts += self.users.texts([rows], [s["event_types"]],
+                                           [item_texts[i] for i in new])
             plan.max_lengths.append(self.cfg.embed.sequence_max_length)
         return plan
 
@@ -219,7 +219,10 @@ class ProfileService:
         if len(vectors) != len(plan.texts):
             raise ValueError(f"plan has {len(plan.texts)} texts, got {len(vectors)} vectors")
         new_text = vectors[:len(plan.new_items)]
-        query, taste, space = self._user_vector(plan, new_text, vectors)
+        user = self.users.encode([plan.rows], [plan.event_types], vectors[len(new_text):]
+                                 if self.users.needs_texts else None, new_text)
+        query, taste = user.query, user.taste
+        space = self.users.item_space(new_text) if len(new_text) else self.space
         item_segment = self.item_segment
         if len(plan.new_items):
             new_segments = assign(space[len(self.item_ids):], self.centroids, 1)[1][:, 0]
@@ -235,35 +238,13 @@ class ProfileService:
                 "new_items": plan.new_items, "unknown_items": plan.unknown_items,
                 "version": self.version}
 
-    def _user_vector(self, plan: Plan, new_text: np.ndarray, vectors: np.ndarray):
-        """-> (query (1, d), taste (1, d), the catalogue's vectors plus the new items')."""
-        repr_ = self.cfg.user_repr
-        if repr_ == "encoder":
-            import torch
-            from raypipe.vectors.encoder import encode_histories, infer
-            with torch.no_grad():       # new items in the space the catalogue is ranked in
-                enc = self.encoder
-                cold = enc.scoring(enc.cold_items(torch.tensor(new_text))).numpy() \
-                    if len(new_text) else np.zeros((0, self.space.shape[1]), np.float32)
-            items, events = encode_histories([plan.rows], [plan.event_types], enc.max_length)
-            last, mean = infer(enc, items, events, extra_text=new_text)
-            return last, mean, np.concatenate([self.space, cold])
-        space = np.concatenate([self.text_vectors, new_text])
-        if repr_ == "text":
-            user = normalize(vectors[-1:])
-            return user, user, space
-        user = pool([plan.rows], history_weights([plan.event_types], self.cfg.user), space)
-        return user, user, space
-
     # ---- shared by both --------------------------------------------------------------
 
-    def _recommend(self, user_id, vector, rows, event_types, space, segment, k, strategy,
+    def _recommend(self, user_id, query, rows, event_types, space, segment, k, strategy,
                    item_segment):
         if strategy not in self.cfg.recommend.strategies:
             raise BadRequest(f"strategy {strategy!r} is not one of this run's "
                              f"{list(self.cfg.recommend.strategies)}")
-        query = query_vectors(self.cfg.user_repr, vector, rows, event_types, self.cfg.user,
-                              self.cfg.recommend, space)
         exclude = purchased_rows(rows, event_types, self.cfg.recommend.exclude_purchased)
         interests = interest_queries(rows, event_types, item_segment, space, len(self.centroids),
                                      self.cfg.profiles.top_interests, self.cfg.user,

@@ -88,7 +88,7 @@ def test_fit_mixes_in_co_occurrence_where_it_predicts_the_next_item():
     queries = rng.standard_normal((n, d)).astype(np.float32)
     val = _validation(n, n_items, rng, queries / np.linalg.norm(queries, axis=1, keepdims=True))
     val.targets = np.array([rule(h[-1]) for h in val.history])
-    got = blend.fit_weights(_recommender(items, followers), val, PipelineConfig())
+    got = blend.fit_weights(_recommender(items, followers), val, RecommendConfig())
     assert got["cooccurrence"] > 0 and got["valid_ndcg@10"] > 0.8
     assert got["vector_valid_ndcg@10"] < 0.2
 
@@ -102,11 +102,11 @@ def test_fit_keeps_vector_alone_where_nothing_helps():
     followers = Followers.from_pairs(follower_pairs(train, n_items, 3), n_items, top=50)
     val = _validation(n, n_items, rng, items[targets])       # the query is the target
     val.targets = targets
-    got = blend.fit_weights(_recommender(items, followers), val, PipelineConfig())
+    got = blend.fit_weights(_recommender(items, followers), val, RecommendConfig())
     assert (got["segment"], got["cooccurrence"]) == (0.0, 0.0)
     assert got["valid_ndcg@10"] == got["vector_valid_ndcg@10"] == pytest.approx(1.0)
     fixed = apply_overrides(PipelineConfig(), ["recommend.blend_segment=0.2"])
-    got = blend.fit_weights(_recommender(items, followers, blend_segment=0.2), val, fixed)
+    got = blend.fit_weights(_recommender(items, followers, blend_segment=0.2), val, fixed.recommend)
     assert got["segment"] == 0.2 and {g["segment"] for g in got["grid"]} == {0.2}
 
 

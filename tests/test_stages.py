@@ -19,7 +19,7 @@ BIN = os.path.dirname(sys.executable)
 
 
 def build(calls: list, rows: int):
-    def write(folder):
+    def write(folder, **inputs):
         calls.append(folder.path)
         folder.table("t", pa.table({"x": list(range(rows))}))
         return {"rows": rows}
@@ -28,48 +28,65 @@ def build(calls: list, rows: int):
 
 def test_a_finished_stage_is_reused_and_a_changed_key_rebuilds(tmp_path):
     calls, out = [], str(tmp_path / "run")
-    first = StageStore(out, {}).run("a", StageStore.key("a", {"k": 1}), build(calls, 3))
-    again = StageStore(out, {}).run("a", StageStore.key("a", {"k": 1}), build(calls, 3))
+    first = StageStore(out, {}).run("a", build(calls, 3), k=1)
+    again = StageStore(out, {}).run("a", build(calls, 3), k=1)
     assert len(calls) == 1 and again.reused and not first.reused
     assert again.info == {"rows": 3} and again.folder.read("t").num_rows == 3
     assert again.folder.tables == {"t": 3}
-    changed = StageStore(out, {}).run("a", StageStore.key("a", {"k": 2}), build(calls, 4))
+    changed = StageStore(out, {}).run("a", build(calls, 4), k=2)
     assert len(calls) == 2 and not changed.reused and changed.key != first.key
 
 
 def test_a_stage_without_its_marker_is_redone_and_force_redoes_all(tmp_path):
     calls, out = [], str(tmp_path / "run")
-    key = StageStore.key("a", 1)
-    stage = StageStore(out, {}).run("a", key, build(calls, 3))
+    stage = StageStore(out, {}).run("a", build(calls, 3), k=1)
     os.remove(os.path.join(stage.folder.path, STAGE_FILE))      # as if killed mid-write
     with open(os.path.join(stage.folder.path, "t.parquet", "junk.parquet"), "w") as f:
         f.write("half a file")
-    redone = StageStore(out, {}).run("a", key, build(calls, 3))
+    redone = StageStore(out, {}).run("a", build(calls, 3), k=1)
     assert not redone.reused and len(calls) == 2
     assert redone.folder.read("t").num_rows == 3               # the junk went with the folder
-    forced = StageStore(out, {}, force=True).run("a", key, build(calls, 3))
+    forced = StageStore(out, {}, force=True).run("a", build(calls, 3), k=1)
     assert not forced.reused and len(calls) == 3
 
 
 def test_prune_keeps_only_the_stages_of_the_last_run(tmp_path):
     out = str(tmp_path / "run")
-    StageStore(out, {}).run("a", StageStore.key("a", 1), build([], 1))
+    StageStore(out, {}).run("a", build([], 1), k=1)
     store = StageStore(out, {})
-    kept = store.run("a", StageStore.key("a", 2), build([], 1))
+    kept = store.run("a", build([], 1), k=2)
     store.prune()
     assert os.listdir(str(tmp_path / "run.stages")) == [os.path.basename(kept.folder.path)]
 
 
 def test_stage_keys_ignore_settings_that_only_change_speed():
     from raypipe.config import PipelineConfig, apply_overrides
-    from raypipe.run.stages import settings
     base = PipelineConfig()
     fast = apply_overrides(base, ["embed.batch_size=7", "embed.max_actors=3",
                                   "encoder.num_workers=2", "sequences.num_partitions=9"])
-    sections = ("embed", "encoder", "sequences")
-    assert settings(base, *sections) == settings(fast, *sections)
-    other = apply_overrides(base, ["embed.max_length=32"])
-    assert settings(base, "embed") != settings(other, "embed")
+
+    def key(cfg):
+        return StageStore.key("s", {"embed": cfg.embed, "encoder": cfg.encoder,
+                                    "sequences": cfg.sequences})
+    assert key(base) == key(fast)
+    assert key(base) != key(apply_overrides(base, ["embed.max_length=32"]))
+
+
+def test_a_stage_key_is_derived_from_every_input_it_is_handed(tmp_path):
+    """Stages read only what they are handed, and everything handed is in the key: a
+    changed section, an input stage's key or a plain value each give a new key, while the
+    Runtime (timings, output, force) never does."""
+    from raypipe.config import KMeansConfig
+    from raypipe.run.stages import Runtime
+    store = StageStore(str(tmp_path / "run"), {})
+    up = store.run("up", build([], 1), n=1)
+    other_up = store.run("up", build([], 1), n=2)
+    base = {"kmeans": KMeansConfig(), "users": up, "previous": "a"}
+    key = StageStore.key("s", {**base, "rt": Runtime("x", {})})
+    assert key == StageStore.key("s", {**base, "rt": Runtime("y", {"t": 1}, force=True)})
+    for changed in ({"kmeans": KMeansConfig(n_clusters=3)}, {"users": other_up},
+                    {"previous": "b"}):
+        assert StageStore.key("s", {**base, **changed}) != StageStore.key("s", base)
 
 
 def raypipe_run(paths, out) -> list[str]:

@@ -1,4 +1,4 @@
-"""Ray Data stages: read fragments -> clean -> per-user sequences."""
+"""The events stage on Ray Data: read fragments -> clean -> per-user sequences."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +9,12 @@ from ray.data.expressions import col
 
 from raypipe.events import clean
 from raypipe.events import sources
-from raypipe.config import SequenceConfig, SourceConfig
+from raypipe.config import CleanConfig, SequenceConfig, SourceConfig
 from raypipe.jobs.runtime import fetch, resources, sorted_blocks, to_table
-from raypipe.schema import REASON
+from raypipe.run.artifacts import Folder
+from raypipe.run.privacy import Pseudonymizer
+from raypipe.run.stages import InputFiles, Runtime, Stage
+from raypipe.schema import QUARANTINE, REASON
 from raypipe.events.sequences import build_sequences, holdout_last
 
 EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event_type", "_file", "_row"]
@@ -121,3 +124,22 @@ def default_partitions(cfg: SequenceConfig, frags: list = ()) -> int:
         return cfg.num_partitions
     rows = sources.estimated_rows(frags)
     return max(2, 2 * resources()[0], -(-rows // EVENTS_PER_PARTITION))
+
+
+def events_stage(out: Folder, source: SourceConfig, clean: CleanConfig,
+                 sequences: SequenceConfig, holdout: bool, files: InputFiles,
+                 pseudonymizer: Pseudonymizer | None, items: Stage, rt: Runtime) -> dict:
+    """Event files -> `quarantine` (bad rows with their reason) and `sequences` (one row per
+    user, time-ordered; with `holdout`, the last item set aside as the target)."""
+    parts = default_partitions(sequences, files)
+    with rt.timed("clean"):
+        catalogue = items.folder.read("_catalogue")
+        events, bad, rows = read_events(source, catalogue["item_id"], clean.strict, parts,
+                                        pseudonymizer, files)
+        if rows["kept"] == 0:
+            raise ValueError(f"no event survived cleaning: {rows}")
+        out.dataset("quarantine", bad, QUARANTINE)
+    with rt.timed("sequences"):
+        out.dataset("sequences", build_user_sequences(events, sequences, holdout, parts))
+    privacy = pseudonymizer.stage_key() if pseudonymizer else {"pseudonymized": False}
+    return {"rows": rows, "users_with_events": out.tables["sequences"], "privacy": privacy}

@@ -23,7 +23,7 @@ import ray
 from raypipe.run import paths as rio
 
 from raypipe.config import EncoderConfig
-from raypipe.jobs.runtime import USER_BATCH, cached, fetch, resources
+from raypipe.jobs.runtime import USER_BATCH, fetch, resources
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -39,11 +39,9 @@ def encode_users(users, catalogue_ref, width: int, cfg: EncoderConfig):
 
 def _histories(batch: pa.Table, catalogue, width: int):
     """A batch of user sequences -> encoded (items, events), as encoder.encode_histories."""
+    from raypipe.jobs.users import histories
     from raypipe.vectors.encoder import encode_histories
-    from raypipe.vectors.pooling import history_rows
-    cat = fetch(catalogue[0])
-    return encode_histories(history_rows(batch["item_ids"], cat.index()),
-                            batch["event_types"].to_pylist(), width)
+    return encode_histories(*histories(batch, fetch(catalogue[0])), width)
 
 
 def _encode(batch: pa.Table, catalogue, width: int, share: float, seed: int) -> dict:
@@ -171,36 +169,18 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
     return state["best_state"], summary
 
 
-def fit_encoder(users, catalogue, catalogue_ref, cfg, storage: str, data_key: str,
-                fresh: bool = False):
-    """Pipeline stage: user sequences -> a TrainedEncoder and its training summary.
-    `fresh` deletes the run's checkpoints first, so training starts over."""
+def fit_encoder(users, catalogue, catalogue_ref, cfg: EncoderConfig, width: int,
+                mask_purchased: bool, storage: str, data_key: str, fresh: bool = False):
+    """Users stage: user sequences -> a TrainedEncoder over histories of `width` events and
+    its training summary. `fresh` deletes the run's checkpoints first, so training starts
+    over."""
     from raypipe.vectors.encoder import TrainedEncoder
-    width = cfg.sequences.max_length
-    encoded = encode_users(users, catalogue_ref, width, cfg.encoder)
-    text = catalogue.vectors if cfg.encoder.text else None
+    encoded = encode_users(users, catalogue_ref, width, cfg)
+    text = catalogue.vectors if cfg.text else None
     start = time.perf_counter()
-    state, summary = train_encoder(encoded, len(catalogue.item_ids), text, cfg.encoder, width,
-                                   storage, data_key, cfg.recommend.exclude_purchased,
-                                   fresh=fresh)
+    state, summary = train_encoder(encoded, len(catalogue.item_ids), text, cfg, width,
+                                   storage, data_key, mask_purchased, fresh=fresh)
     trained = summary["epochs"] - summary["resumed_from_epoch"]
     summary["seconds"] = round(time.perf_counter() - start, 2)
     summary["seconds_per_epoch"] = round(summary["seconds"] / max(trained, 1), 2)
-    return TrainedEncoder(state, cfg.encoder, len(catalogue.item_ids), width, text), summary
-
-
-def _encoder_vectors(batch: pa.Table, catalogue, encoder) -> pa.Table:
-    from raypipe.vectors.encoder import infer
-    from raypipe.arrays import to_arrow
-    model = cached(f"encoder-{encoder[0].hex()}", lambda: fetch(encoder[0]).model())
-    items, events = _histories(batch, catalogue, model.max_length)
-    last, mean = infer(model, items, events)
-    return batch.append_column("vector", to_arrow(last)) \
-        .append_column("segment_vector", to_arrow(mean))
-
-
-def encoder_user_vectors(users, catalogue_ref, encoder_ref):
-    """User sequences -> the same rows plus the encoder's `vector` (query) and
-    `segment_vector` (taste); lazy, written once."""
-    return users.map_batches(_encoder_vectors, batch_size=USER_BATCH, batch_format="pyarrow",
-                             fn_kwargs={"catalogue": catalogue_ref, "encoder": encoder_ref})
+    return TrainedEncoder(state, cfg, len(catalogue.item_ids), width, text), summary

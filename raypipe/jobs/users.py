@@ -1,5 +1,9 @@
-"""Ray Data stages: sequences -> user vectors (`pooled` or `text`)."""
+"""The users stage: sequences -> user vectors, a map over the user dataset around the plain
+`UserModel` (vectors/users.py), with the text model's actor pool for `text` users and Ray
+Train for the encoder (jobs/training.py)."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pandas as pd
@@ -7,12 +11,17 @@ import pyarrow as pa
 import ray
 from ray.data.expressions import col
 
-from raypipe.config import PipelineConfig, UserConfig
+from raypipe.arrays import to_arrow, to_numpy
+from raypipe.config import EmbedConfig, EncoderConfig, UserConfig
 from raypipe.jobs.embedding import embed_texts
+from raypipe.jobs.items import catalogue_table, text_vectors
 from raypipe.jobs.runtime import USER_BATCH, cached, fetch
-from raypipe.events.sequences import sequence_text
-from raypipe.vectors.pooling import history_rows, history_weights, pool
-from raypipe.arrays import to_arrow
+from raypipe.jobs.training import fit_encoder
+from raypipe.run.artifacts import Folder
+from raypipe.run.stages import Runtime, Stage
+from raypipe.vectors.encoder import TrainedEncoder
+from raypipe.vectors.pooling import history_rows
+from raypipe.vectors.users import UserModel
 
 
 class Catalogue:
@@ -25,19 +34,22 @@ class Catalogue:
         return cached(f"index-{id(self)}", lambda: pd.Index(self.item_ids))
 
 
-def _pooled(batch: pa.Table, catalogue, cfg: UserConfig) -> pa.Table:
-    cat = fetch(catalogue[0])
-    idx = history_rows(batch["item_ids"], cat.index())
-    vectors = pool(idx, history_weights(batch["event_types"], cfg), cat.vectors)
-    return batch.append_column("vector", to_arrow(vectors))
+def histories(batch: pa.Table, catalogue: Catalogue) -> tuple[list[np.ndarray], list]:
+    """A batch of user sequences -> (per user catalogue rows, per user event types)."""
+    return history_rows(batch["item_ids"], catalogue.index()), batch["event_types"].to_pylist()
 
 
-def _render(batch: pa.Table, catalogue) -> pa.Table:
-    cat = fetch(catalogue[0])
-    idx = history_rows(batch["item_ids"], cat.index())
-    texts = [sequence_text([cat.texts[i] for i in rows], types)
-             for rows, types in zip(idx, batch["event_types"].to_pylist())]
-    return batch.append_column("sequence_text", pa.array(texts, pa.string()))
+def _vectors(batch: pa.Table, catalogue, model) -> pa.Table:
+    cat, users = fetch(catalogue[0]), fetch(model[0])
+    for name, vectors in users.stored(users.encode(*histories(batch, cat))).items():
+        batch = batch.append_column(name, to_arrow(vectors))
+    return batch
+
+
+def _render(batch: pa.Table, catalogue, model) -> pa.Table:
+    cat, users = fetch(catalogue[0]), fetch(model[0])
+    return batch.append_column("sequence_text",
+                               pa.array(users.texts(*histories(batch, cat)), pa.string()))
 
 
 def profiled(seqs):
@@ -45,14 +57,69 @@ def profiled(seqs):
     return seqs.filter(expr=col("too_short") == False)  # noqa: E712 (an expression)
 
 
-def user_vectors(seqs, catalogue: Catalogue, cfg: PipelineConfig):
-    """Sequences (too-short users left out) -> the same rows plus `vector` (lazy: write it
-    once, it is not materialized)."""
-    ref = [ray.put(catalogue)]
-    users = profiled(seqs)
-    if cfg.user_repr == "pooled":
-        return users.map_batches(_pooled, batch_size=USER_BATCH, batch_format="pyarrow",
-                                 fn_kwargs={"catalogue": ref, "cfg": cfg.user})
+def user_vectors(users, catalogue_ref, model_ref, embed_cfg):
+    """Profiled users' sequences -> the same rows plus the UserModel's stored vector columns
+    (lazy: write it once, it is not materialized). `text` users' sequences are rendered and
+    embedded by the text model's actor pool (`embed_cfg`)."""
+    kwargs = {"catalogue": catalogue_ref, "model": model_ref}
+    if not ray.get(model_ref[0]).needs_texts:
+        return users.map_batches(_vectors, batch_size=USER_BATCH, batch_format="pyarrow",
+                                 fn_kwargs=kwargs)
     rendered = users.map_batches(_render, batch_size=USER_BATCH, batch_format="pyarrow",
-                                 fn_kwargs={"catalogue": ref})
-    return embed_texts(rendered, "sequence_text", cfg.embed, cfg.embed.sequence_max_length)
+                                 fn_kwargs=kwargs)
+    return embed_texts(rendered, "sequence_text", embed_cfg, embed_cfg.sequence_max_length)
+
+
+def catalogue_of(items: Stage, embeddings: Stage) -> Catalogue:
+    """The catalogue with the text model's vectors."""
+    table = catalogue_table(items)
+    return Catalogue(table["item_id"].to_pylist(), table["text"].to_pylist(),
+                     text_vectors(embeddings))
+
+
+def users_stage(out: Folder, events: Stage, items: Stage, embeddings: Stage, user_repr: str,
+                user: UserConfig, rt: Runtime, embed: EmbedConfig | None = None,
+                encoder: EncoderConfig | None = None, width: int = 0,
+                mask_purchased: bool = True) -> dict:
+    """Sequences -> `_users` (profiled users' sequences and vectors), `user_embeddings` and,
+    with an `encoder` section (vectors.users.model_sections), the trained `encoder.pt` and
+    its `item_vectors`. The training run is named after the keys of the stages it reads, so
+    a re-run resumes only on the same data."""
+    seqs = profiled(events.folder.read_dataset("sequences"))
+    catalogue = catalogue_of(items, embeddings)
+    catalogue_ref, trained, info = [ray.put(catalogue)], None, {}
+    if encoder is not None:
+        with rt.timed("encoder"):
+            storage = encoder.storage or f"{rt.output.rstrip('/')}.train"
+            trained, info["training"] = fit_encoder(
+                seqs, catalogue, catalogue_ref, encoder, width, mask_purchased,
+                storage if "://" in storage else os.path.abspath(storage),
+                f"{events.key}-{embeddings.key}", fresh=rt.force)
+            out.bytes("encoder.pt", trained.to_bytes())
+    model = UserModel(user_repr, user, None, catalogue.vectors, catalogue.texts, trained)
+    with rt.timed("user_embeddings"):
+        out.dataset("_users", user_vectors(seqs, catalogue_ref, [ray.put(model)], embed))
+        out.dataset("user_embeddings", out.read_dataset("_users").select_columns(
+            ["user_id", *model.stored_columns]))
+        if trained is not None:
+            out.table("item_vectors", pa.table({"item_id": catalogue.item_ids,
+                                                "vector": to_arrow(model.item_space())}))
+    return {"profiled": out.tables["_users"], "segment_column": model.segment_column, **info}
+
+
+def load_user_model(users: Stage, items: Stage, embeddings: Stage, user_repr: str,
+                    user: UserConfig, query_half_life: float) -> tuple[UserModel, Catalogue]:
+    """A finished users stage -> (its UserModel, the catalogue in the space items are
+    ranked in: the encoder's item vectors for encoder users, else the text vectors)."""
+    catalogue = catalogue_of(items, embeddings)
+    trained = TrainedEncoder.from_bytes(users.folder.read_bytes("encoder.pt"),
+                                        catalogue.vectors) \
+        if users.folder.exists("encoder.pt") else None
+    model = UserModel(user_repr, user, query_half_life, catalogue.vectors, catalogue.texts,
+                      trained)
+    if users.folder.exists("item_vectors.parquet"):
+        vectors = users.folder.read("item_vectors")
+        assert vectors["item_id"].to_pylist() == catalogue.item_ids, \
+            "item_vectors do not match the catalogue"
+        catalogue = Catalogue(catalogue.item_ids, catalogue.texts, to_numpy(vectors["vector"]))
+    return model, catalogue

@@ -16,20 +16,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raypipe.config import PipelineConfig
+from raypipe.config import RecommendConfig, UserConfig
+from raypipe.recommend.metrics import hit_sums
 from raypipe.segments.profiles import nearest_segments
-from raypipe.recommend.recommender import Recommender, purchased_rows, query_vectors, segment_rankings
-from raypipe.vectors.pooling import history_rows, history_weights, pool
+from raypipe.recommend.recommender import Recommender, purchased_rows, segment_rankings
+from raypipe.vectors.pooling import history_rows, history_weights
+from raypipe.vectors.users import UserModel
 
 SEGMENT_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
 COOCCURRENCE_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 MAX_USERS = 20_000      # validation users the fit looks at, at most
 
 
-def fit_share(cfg: PipelineConfig, n_users: int) -> float:
-    """The share of users (by `cooccur.held_rank`) the fit asks: the held-out users, or a
-    seeded subset of them when they are more than MAX_USERS."""
-    share = cfg.encoder.validation_share
+def fit_share(share: float, n_users: int) -> float:
+    """The share of users (by `cooccur.held_rank`) the fit asks: the held-out users
+    (`encoder.validation_share`), or a seeded subset of them when they are more than
+    MAX_USERS."""
     return share * min(1.0, MAX_USERS / max(share * n_users, 1.0))
 
 
@@ -46,29 +48,29 @@ class Validation:
 
 
 def validation_inputs(users: pa.Table, segment_vectors: np.ndarray, catalogue,
-                      centroids: np.ndarray, cfg: PipelineConfig, text_vectors: np.ndarray,
-                      encoder=None) -> Validation:
+                      centroids: np.ndarray, user: UserConfig, exclude_purchased: bool,
+                      model: UserModel, embedded: np.ndarray | None = None) -> Validation:
     """Validation users (item_ids, event_types) and the vectors their segments were made
-    from -> their inputs. `encoder`: the trained SequenceEncoder for user_repr=encoder;
-    `text_vectors`: the catalogue's text vectors (pooled users are pooled from them)."""
+    from -> their inputs, the shortened histories turned into vectors by the run's
+    UserModel. `embedded`: the vectors of `model.texts` of the shortened histories, for
+    models that need texts (`shortened` gives them)."""
+    rows, types = shortened(users, catalogue)
+    vectors = model.encode(rows, types, embedded)
+    full_rows = history_rows(users["item_ids"], catalogue.index())
+    full = nearest_segments(segment_vectors, centroids)[0]
+    last = np.array([w[-1] for w in history_weights(users["event_types"].to_pylist(),
+                                                    user)], np.float64)
+    return Validation(vectors.query, nearest_segments(vectors.taste, centroids)[0], rows,
+                      purchased_rows(rows, types, exclude_purchased),
+                      np.array([r[-1] for r in full_rows], np.int64), full, last)
+
+
+def shortened(users: pa.Table, catalogue) -> tuple[list[np.ndarray], list[list[str]]]:
+    """Validation users -> their histories without the last item: (catalogue rows, event
+    types)."""
     rows = history_rows(users["item_ids"], catalogue.index())
     types = users["event_types"].to_pylist()
-    short, short_types = [r[:-1] for r in rows], [t[:-1] for t in types]
-    if cfg.user_repr == "encoder":
-        from raypipe.vectors.encoder import encode_histories, infer
-        items, events = encode_histories(short, short_types, encoder.max_length)
-        query, taste = infer(encoder, items, events)
-    elif cfg.user_repr == "pooled":
-        taste = pool(short, history_weights(short_types, cfg.user), text_vectors)
-        query = query_vectors("pooled", taste, short, short_types, cfg.user, cfg.recommend,
-                              text_vectors)
-    else:
-        raise ValueError(f"no validation inputs for user_repr={cfg.user_repr!r}")
-    full = nearest_segments(segment_vectors, centroids)[0]
-    last = np.array([w[-1] for w in history_weights(types, cfg.user)], np.float64)
-    return Validation(query, nearest_segments(taste, centroids)[0], short,
-                      purchased_rows(short, short_types, cfg.recommend.exclude_purchased),
-                      np.array([r[-1] for r in rows], np.int64), full, last)
+    return [r[:-1] for r in rows], [t[:-1] for t in types]
 
 
 def validation_rankings(mass: pa.Table, val: Validation, n_segments: int,
@@ -88,16 +90,14 @@ def validation_rankings(mass: pa.Table, val: Validation, n_segments: int,
 def ndcg_recall(rows: np.ndarray, targets: np.ndarray, k: int = 10) -> tuple[float, float]:
     """(n, >= k) ranked rows and (n,) targets -> (NDCG@k, Recall@k), one target each."""
     hit = rows[:, :k] == targets[:, None]
-    rank = hit.argmax(1)
-    found = hit.any(1)
-    return float((found / np.log2(rank + 2)).mean()), float(found.mean())
+    ndcg, found = hit_sums(np.where(hit.any(1), hit.argmax(1), k), k)
+    return ndcg / max(len(rows), 1), found / max(len(rows), 1)
 
 
-def fit_weights(rec: Recommender, val: Validation, cfg: PipelineConfig) -> dict:
+def fit_weights(rec: Recommender, val: Validation, r: RecommendConfig) -> dict:
     """-> {segment, cooccurrence: the weights; users; valid NDCG@10 and Recall@10 of the
     chosen weights and of `vector` alone; grid}: the best NDCG@10 over the grid (the first,
     i.e. the smaller weights, on ties). A weight set in the config is kept as it is."""
-    r = cfg.recommend
     segment_grid = SEGMENT_GRID if r.blend_segment is None else (r.blend_segment,)
     co_grid = (COOCCURRENCE_GRID if r.blend_cooccurrence is None else
                (r.blend_cooccurrence,)) if rec.followers is not None else (0.0,)

@@ -26,13 +26,39 @@ def metrics_from_recs(recs: pa.Table, targets: pa.Table, ks=(10, 20)) -> dict:
     return out
 
 
+def hit_sums(ranks: np.ndarray, k: int) -> tuple[float, int]:
+    """0-based ranks of each user's one target -> (sum of NDCG@k, hits in the top k): the
+    one definition of NDCG that the metrics, blend's fit and the encoder's early stopping
+    share."""
+    ranks = np.asarray(ranks)
+    top = ranks[ranks < k]
+    return float((1.0 / np.log2(top + 2.0)).sum()), len(top)
+
+
 def _at_k(ranks: np.ndarray, n_users: int, ks) -> dict:
+    """1-based ranks of the found targets -> {users, recall@k, ndcg@k} over n_users."""
     res = {"users": n_users}
     for k in ks:
-        top = ranks[ranks <= k]
-        res[f"recall@{k}"] = round(len(top) / max(n_users, 1), 6)
-        res[f"ndcg@{k}"] = round(float((1.0 / np.log2(top + 1)).sum()) / max(n_users, 1), 6)
+        ndcg, hits = hit_sums(np.asarray(ranks) - 1, k)
+        res[f"recall@{k}"] = round(hits / max(n_users, 1), 6)
+        res[f"ndcg@{k}"] = round(ndcg / max(n_users, 1), 6)
     return res
+
+
+def protocol(exclude_purchased: bool) -> str:
+    return ("leave-one-out: last item = test, second last = validation; full ranking over "
+            "all items; purchased history items excluded" if exclude_purchased else
+            "leave-one-out; full ranking over all items; history not excluded")
+
+
+def baselines(histories: list[list[str]], event_types: list[list[str]], targets: list,
+              ks, exclude_purchased: bool) -> dict:
+    """The users' histories and held-out targets -> {most_popular, cooccurrence} metrics,
+    each user's purchased items left out when the recommendations leave them out."""
+    exclude = [{i for i, e in zip(h, t) if e == "purchase"} if exclude_purchased else set()
+               for h, t in zip(histories, event_types)]
+    return {"most_popular": most_popular(histories, targets, exclude, ks),
+            "cooccurrence": cooccurrence(histories, targets, exclude, ks)}
 
 
 def most_popular(histories: list[list[str]], targets: list, exclude: list[set],

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from raypipe.config import RecommendConfig, UserConfig
 from raypipe.recommend.cooccur import Followers
-from raypipe.vectors.pooling import event_types_array, history_weights, pool
+from raypipe.vectors.pooling import event_types_array, history_weights
 
 RECOMMENDATIONS = pa.schema([("user_id", pa.string()), ("rank", pa.int32()),
                              ("item_id", pa.string()), ("score", pa.float32()),
@@ -80,17 +80,6 @@ def purchased_rows(item_index: list[np.ndarray], event_types,
                       rows[bought].tolist()):
         out[u].add(row)
     return out
-
-
-def query_vectors(user_repr: str, vectors: np.ndarray, item_index: list[np.ndarray],
-                  event_types, user: UserConfig, cfg: RecommendConfig,
-                  item_vectors: np.ndarray) -> np.ndarray:
-    """What `vector` retrieval asks with: the user's own vector, except for `pooled` users,
-    who query with their recent intent (item vectors pooled with `query_half_life`)."""
-    if user_repr != "pooled":
-        return vectors
-    recent = dataclasses.replace(user, half_life=cfg.query_half_life)
-    return pool(item_index, history_weights(event_types, recent), item_vectors)
 
 
 def interest_queries(item_index: list[np.ndarray], event_types, item_segment: np.ndarray,

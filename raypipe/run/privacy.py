@@ -55,6 +55,10 @@ class Pseudonymizer:
         """A value that identifies the key without revealing it (for the manifest)."""
         return self.one("raypipe key check")
 
+    def stage_key(self) -> dict:
+        """In a stage key: which key pseudonymised the ids (a run with another key differs)."""
+        return {"pseudonymized": True, "key_check": self.check}
+
     def one(self, user_id: str) -> str:
         return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()[:32]
 

@@ -1,6 +1,7 @@
 """Resumable stages: each stage's output is kept under `<output>.stages/<stage>-<key>/`, where
-the key hashes the stage's settings, the keys of the stages it reads and, for the first
-stages, the input files' sizes and modification times. A stage is finished when its
+the key hashes what the stage is handed (its config sections, the keys of the stages it
+reads and, for the first stages, the input files' sizes and modification times) and the
+code version (a hash of the package's sources). A stage is finished when its
 `_stage.json` is there (written last, so this holds on object stores too); a folder without it
 is what a killed run left, and is redone.
 
@@ -11,10 +12,14 @@ folders it did not use are deleted, so the store holds one run's stages.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import glob
 import hashlib
 import json
 import logging
+import os
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 import pyarrow.fs as pafs
@@ -28,22 +33,56 @@ STAGE_FILE = "_stage.json"
 
 # Settings that change how fast a stage runs, never what it writes.
 RUNTIME_ONLY = {
-    "sequences": {"num_partitions"},
-    "embed": {"batch_size", "cpus_per_actor", "max_actors", "device"},
-    "encoder": {"num_workers", "use_gpu", "cpus_per_worker", "storage"},
+    "SequenceConfig": {"num_partitions"},
+    "EmbedConfig": {"batch_size", "cpus_per_actor", "max_actors", "device"},
+    "EncoderConfig": {"num_workers", "use_gpu", "cpus_per_worker", "storage"},
 }
 
 
-def settings(cfg, *sections: str) -> dict:
-    """The named config sections (dotted paths allowed), without runtime-only fields."""
-    d, out = cfg.to_dict(), {}
-    for name in sections:
-        head, _, field = name.partition(".")
-        value = d[head][field] if field else d[head]
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in RUNTIME_ONLY.get(name, ())}
-        out[name] = value
-    return out
+@dataclasses.dataclass
+class Runtime:
+    """What a stage needs to run that never changes what it writes, and so stays out of its
+    key: where the run goes, its timings, whether `--force` was given."""
+    output: str
+    timings: dict
+    force: bool = False
+
+    @contextmanager
+    def timed(self, step: str):
+        log.info("stage %s: started", step)
+        start = time.perf_counter()
+        yield
+        self.timings[step] = round(time.perf_counter() - start, 2)
+        log.info("stage %s: done in %.1f s", step, self.timings[step])
+
+
+def key_part(value):
+    """One input of a stage -> what its key holds of it: a stage's key, a config section
+    without its runtime-only fields, nothing of the Runtime, plain values as they are."""
+    if isinstance(value, Stage):
+        return {"stage": value.name, "key": value.key}
+    if isinstance(value, Runtime) or value is None:
+        return None
+    if hasattr(value, "stage_key"):         # input files, a pseudonymizer: their own summary
+        return value.stage_key()
+    if dataclasses.is_dataclass(value):
+        skip = RUNTIME_ONLY.get(type(value).__name__, ())
+        return {type(value).__name__: {k: v for k, v in dataclasses.asdict(value).items()
+                                        if k not in skip}}
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A hash of the package's sources: a changed stage's code changes every stage key, so
+    no stage written by other code is reused."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256(__version__.encode())
+    for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
+        h.update(os.path.relpath(path, root).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 def fingerprint(uris) -> list:
@@ -56,6 +95,13 @@ def fingerprint(uris) -> list:
         mtime = info.mtime.isoformat() if info.mtime else None
         out.append([uri, info.size, mtime])
     return out
+
+
+class InputFiles(list):
+    """Planned input files (events.sources.Fragment): in a stage key, their fingerprint."""
+
+    def stage_key(self) -> list:
+        return fingerprint(f.uri for f in self)
 
 
 @dataclasses.dataclass
@@ -78,14 +124,18 @@ class StageStore:
         self.done: dict[str, Stage] = {}
 
     @staticmethod
-    def key(name: str, *parts) -> str:
-        blob = json.dumps([name, __version__, parts], sort_keys=True, default=str)
+    def key(name: str, inputs: dict) -> str:
+        """The stage's key: its name, the code version and every input it is handed."""
+        parts = {k: key_part(v) for k, v in sorted(inputs.items())}
+        blob = json.dumps([name, code_version(), parts], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def run(self, name: str, key: str, build: Callable[[Folder], dict | None]) -> Stage:
+    def run(self, name: str, build: Callable[..., dict | None], **inputs) -> Stage:
         """The stage's output, reused when finished before with the same key, else built by
-        `build(folder)`, which writes its tables into `folder` and returns what the manifest
-        should say about them."""
+        `build(folder, **inputs)`, which writes its tables into `folder` and returns what
+        the manifest should say about them. The key is derived from exactly the `inputs`
+        the stage is handed (key_part), so a stage cannot read what its key leaves out."""
+        key = self.key(name, inputs)
         folder = Folder(self.root.child(f"{name}-{key}"))
         if folder.exists(STAGE_FILE):
             rec = folder.read_json(STAGE_FILE)
@@ -94,22 +144,24 @@ class StageStore:
             log.info("stage %s: reused (key %s, finished %s)", name, key, rec["finished_at"])
             stage = Stage(name, key, folder, rec["info"], True, rec["seconds"])
         else:
-            folder.delete()                  # what a killed run left, if anything
-            folder.create()
-            before = dict(self.timings)
-            try:
-                info = build(folder) or {}
-            except BaseException:
-                self._discard(folder)
-                raise
-            seconds = {k: v for k, v in self.timings.items() if before.get(k) != v}
-            folder.json(STAGE_FILE, {
-                "name": name, "key": key, "info": info, "tables": folder.tables,
-                "seconds": seconds,
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-            stage = Stage(name, key, folder, info, False, seconds)
+            stage = self._build(name, key, folder, build, inputs)
         self.done[name] = stage
         return stage
+
+    def _build(self, name: str, key: str, folder: Folder, build, inputs: dict) -> Stage:
+        folder.delete()                  # what a killed run left, if anything
+        folder.create()
+        before = dict(self.timings)
+        try:
+            info = build(folder, **inputs) or {}
+        except BaseException:
+            self._discard(folder)
+            raise
+        seconds = {k: v for k, v in self.timings.items() if before.get(k) != v}
+        folder.json(STAGE_FILE, {
+            "name": name, "key": key, "info": info, "tables": folder.tables,
+            "seconds": seconds, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return Stage(name, key, folder, info, False, seconds)
 
     def _discard(self, folder: Folder) -> None:
         """A failed stage leaves nothing; nor does a store with no finished stage."""

@@ -49,3 +49,19 @@ def changed_share(previous: pa.Table, current: pa.Table, n_segments: int) -> dic
             "changed_share": round(float(moved.mean()), 4) if len(seg) else None,
             "per_segment": [round(float(c / u), 4) if u else None
                             for c, u in zip(changed, users)]}
+
+
+def stable(centroids: np.ndarray, labels: np.ndarray, previous: dict) -> tuple:
+    """K-means' centroids and labels and `previous` ({reference, centroids} of the run whose
+    ids to keep, or {reference: None, note}) -> (centroids, labels, what the manifest says:
+    reference, moved per segment, kmeans_cluster: each segment's K-means cluster)."""
+    kept = dict(previous)
+    ids = np.arange(len(centroids))
+    if kept["reference"]:
+        ids, moved = match(centroids, kept.pop("centroids"))
+        centroids, labels = relabel(centroids, labels, ids)
+        kept["moved"] = np.round(moved[np.argsort(ids)], 6).tolist()
+    cluster = np.empty_like(ids)
+    cluster[ids] = np.arange(len(ids))
+    kept["kmeans_cluster"] = cluster.tolist()
+    return centroids, labels, kept

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raypipe.config import EncoderConfig
+from raypipe.recommend.metrics import hit_sums
 from raypipe.schema import EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -202,9 +204,8 @@ def rank_metrics(model, items, events, targets, mask_purchased: bool, device, k:
             target_score = scores.gather(1, y[:, None])
             scores.scatter_(1, hidden, -torch.inf)
             scores.scatter_(1, y[:, None], target_score)      # a repurchase still counts
-        rank = (scores > scores.gather(1, y[:, None])).sum(1)
-        hit = rank < k
-        out += [(hit / torch.log2(rank.float() + 2)).sum().item(), hit.sum().item(), len(y)]
+        ndcg, hits = hit_sums((scores > scores.gather(1, y[:, None])).sum(1).cpu().numpy(), k)
+        out += [ndcg, hits, len(y)]
     model.train()
     return out
 
@@ -365,6 +366,17 @@ class TrainedEncoder:
         cfg = EncoderConfig(**{"temperature": 0.0, **obj["cfg"]})
         return cls(obj["state"], cfg, obj["n_items"],
                    obj["max_length"], text_vectors)
+
+    def to_bytes(self) -> bytes:
+        """-> the contents of `encoder.pt`."""
+        buf = io.BytesIO()
+        torch.save(self.to_file(), buf)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, text_vectors: np.ndarray | None) -> "TrainedEncoder":
+        """`encoder.pt`'s contents and the catalogue's text vectors -> TrainedEncoder."""
+        return cls.from_file(torch.load(io.BytesIO(data), weights_only=False), text_vectors)
 
 
 @torch.no_grad()

@@ -1,0 +1,192 @@
+"""The outputs stage: profiles, segment summaries, the items' segments and groups, segment
+rankings, blend's fitted weights, recommendations and leave-one-out metrics, from the user
+vectors and the centroids."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from raypipe.arrays import to_numpy
+from raypipe.config import EmbedConfig, EvalConfig, ProfileConfig, RecommendConfig, UserConfig
+from raypipe.jobs import runtime
+from raypipe.jobs.embedding import embed_texts
+from raypipe.jobs.items import catalogue_table, groups_table
+from raypipe.jobs.profiles import SegmentModel, profile_users
+from raypipe.jobs.recommendations import count_followers, recommend_users, validation_users
+from raypipe.jobs.users import load_user_model
+from raypipe.recommend import blend
+from raypipe.recommend.cooccur import Followers
+from raypipe.recommend.metrics import (adjusted_rand_index, baselines, metrics_from_recs,
+                                       protocol)
+from raypipe.recommend.recommender import Recommender, segment_items_table, segment_rankings
+from raypipe.run.artifacts import Folder
+from raypipe.run.stages import Runtime, Stage
+from raypipe.segments import ids as segment_ids
+from raypipe.segments.profiles import summarize_segments
+from raypipe.segments.shard import shard_predict
+
+log = logging.getLogger("raypipe")
+RANKING_DEPTH = 1000     # items kept per segment in segment_items
+
+
+def outputs_stage(out: Folder, items: Stage, embeddings: Stage, groups: Stage, users: Stage,
+                  segments: Stage, user_repr: str, user: UserConfig, profiles: ProfileConfig,
+                  recommend: RecommendConfig, evaluation: EvalConfig, validation_share: float,
+                  seed: int, truth: str | None, rt: Runtime,
+                  embed: EmbedConfig | None = None) -> dict:
+    """-> `profiles`, `segments`, `items`, `segment_items`, `item_followers` (with blend),
+    `recommendations`; what the manifest says of them."""
+    centroids = to_numpy(segments.folder.read("centroids")["vector"])
+    model, catalogue = load_user_model(users, items, embeddings, user_repr, user,
+                                       recommend.query_half_life)
+    catalogue_ref, table = [ray.put(catalogue)], users.folder.read_dataset("_users")
+    group = groups_table(groups)
+    with rt.timed("profiles"):
+        item_segment = shard_predict(catalogue.vectors, centroids)
+        seg_model = SegmentModel(centroids, item_segment, model, user, profiles, recommend,
+                                 group["group"].to_numpy() if group else None)
+        prof, model_ref, mass = profile_users(table, catalogue_ref, seg_model)
+        out.dataset("profiles", prof)
+        ids = _segment_ids(out, segments, len(centroids))
+        _write_segments(out, segments, ids, mass, catalogue, profiles)
+        _write_items(out, items, item_segment, group)
+        rankings = segment_rankings(mass, len(centroids), depth=RANKING_DEPTH)
+        out.table("segment_items", segment_items_table(rankings, catalogue.item_ids))
+    followers, blend_info, weights = None, None, None
+    if "blend" in recommend.strategies:
+        with rt.timed("blend"):
+            val = _Fit(table, catalogue, catalogue_ref, centroids, mass, model,
+                       seg_model.item_group, user, recommend, validation_share, seed, embed)
+            followers, blend_info = val.fit(out, users.info["profiled"])
+        weights = (blend_info["segment"], blend_info["cooccurrence"])
+    with rt.timed("recommendations"):
+        recs, index = recommend_users(table, catalogue_ref, model_ref, rankings, followers,
+                                      weights)
+        log.info("item index: %s", index)
+        out.dataset("recommendations", recs)
+    metrics = {"planted": planted_agreement(out, truth)} if truth else {}
+    if evaluation.holdout == "last":
+        with rt.timed("evaluate"):
+            metrics = {**metrics, **evaluate(out, table, evaluation.ks,
+                                             recommend.exclude_purchased)}
+    return {"metrics": metrics, "index": index, "segment_ids": ids, "blend": blend_info}
+
+
+def _write_segments(out: Folder, segments: Stage, ids: dict, mass: pa.Table, catalogue,
+                    profiles: ProfileConfig) -> None:
+    """-> `segments`: each segment's size, top items and terms, and how its id was kept."""
+    n = len(ids["kmeans_cluster"])
+    summary = summarize_segments(np.asarray(segments.info["sizes"]), mass, catalogue.item_ids,
+                                 catalogue.texts, profiles.top_items, profiles.top_terms)
+    moved = ids.get("moved") or [None] * n
+    changed = (ids.get("users") or {}).get("per_segment") or [None] * n
+    out.table("segments", summary.append_column(
+        "kmeans_cluster", pa.array(ids["kmeans_cluster"], pa.int32())).append_column(
+        "moved", pa.array(moved, pa.float32())).append_column(
+        "changed_share", pa.array(changed, pa.float32())))
+
+
+def _write_items(out: Folder, items: Stage, item_segment: np.ndarray, group) -> None:
+    """-> `items`: the catalogue with each item's segment and, if any, its group."""
+    table = catalogue_table(items).append_column("segment", pa.array(item_segment, pa.int32()))
+    if group:
+        assert group["item_id"].equals(table["item_id"]), "groups do not match items"
+        table = table.append_column("group", group["group"]).append_column(
+            "group_name", group["group_name"])
+    out.table("items", table)
+
+
+class _Fit:
+    """blend's co-occurrence counts (-> `item_followers`) and its weights, fitted on the
+    validation users (recommend/blend.py) where the config leaves them unset."""
+
+    def __init__(self, users, catalogue, catalogue_ref, centroids, mass, model, item_group,
+                 user: UserConfig, recommend: RecommendConfig, share: float, seed: int,
+                 embed: EmbedConfig | None):
+        self.users, self.catalogue, self.catalogue_ref = users, catalogue, catalogue_ref
+        self.centroids, self.mass, self.model, self.item_group = centroids, mass, model, item_group
+        self.user, self.r, self.share, self.seed, self.embed = user, recommend, share, seed, embed
+
+    def fit(self, out: Folder, n_users: int) -> tuple:
+        """-> (Followers, what the manifest says of the weights)."""
+        r, n_items = self.r, len(self.catalogue.item_ids)
+        share = blend.fit_share(self.share, n_users)
+        pairs = count_followers(self.users, self.catalogue_ref, r.cooccurrence_window, share,
+                                self.seed)
+        followers = Followers.from_pairs(pairs, n_items, r.cooccurrence_top)
+        out.table("item_followers", followers.to_table(self.catalogue.item_ids))
+        fixed = {"segment": r.blend_segment or 0.0, "cooccurrence": r.blend_cooccurrence or 0.0,
+                 "fitted": False}
+        if r.blend_segment is not None and r.blend_cooccurrence is not None:
+            return followers, {**fixed, "note": "both weights set in the config"}
+        val_users = validation_users(self.users, share, self.seed, self.model.segment_column)
+        if val_users.num_rows == 0:
+            return followers, {**fixed, "note": "no validation user has two items; unset "
+                               "weights are 0"}
+        val = blend.validation_inputs(
+            val_users, to_numpy(val_users[self.model.segment_column]), self.catalogue,
+            self.centroids, self.user, r.exclude_purchased, self.model,
+            self._embedded(val_users))
+        rec = Recommender(self.catalogue.item_ids, self.catalogue.vectors,
+                          blend.validation_rankings(self.mass, val, len(self.centroids),
+                                                    depth=RANKING_DEPTH),
+                          r, self.item_group,
+                          Followers.from_pairs(pairs, n_items, r.cooccurrence_top, validation=True))
+        info = {**blend.fit_weights(rec, val, r), "fitted": True}
+        log.info("blend: segment %s, co-occurrence %s: validation NDCG@10 %.4f (vector alone "
+                 "%.4f) on %d users", info["segment"], info["cooccurrence"],
+                 info["valid_ndcg@10"], info["vector_valid_ndcg@10"], info["users"])
+        return followers, info
+
+    def _embedded(self, val_users: pa.Table) -> np.ndarray | None:
+        """The text model's vectors of the shortened histories, for models that need texts
+        (user_repr=text), embedded by the same actor pool as the batch's sequences."""
+        if not self.model.needs_texts:
+            return None
+        texts = self.model.texts(*blend.shortened(val_users, self.catalogue))
+        ds = ray.data.from_arrow(pa.table({"row": np.arange(len(texts)), "text": texts}))
+        got = runtime.collect(embed_texts(ds, "text", self.embed,
+                                          self.embed.sequence_max_length),
+                              len(texts), "validation sequences").sort_by("row")
+        return to_numpy(got["vector"])
+
+
+def _segment_ids(out: Folder, segments: Stage, n_segments: int) -> dict:
+    """The segments stage's id matching, plus the share of users (in both runs) whose
+    segment changed, from the previous run's profiles."""
+    ids = dict(segments.info.get("segment_ids") or {})
+    ids.setdefault("kmeans_cluster", list(range(n_segments)))
+    ref = ids.get("reference")
+    if ref and Folder(ref).exists("profiles.parquet"):
+        cols = ["user_id", "segment"]
+        ids["users"] = segment_ids.changed_share(
+            Folder(ref).read("profiles", cols), out.read("profiles", cols), n_segments)
+        log.info("segment ids: %s of the users in both runs changed segment",
+                 ids["users"]["changed_share"])
+    return ids
+
+
+def planted_agreement(out: Folder, truth_path: str) -> dict:
+    """Synthetic data: how well the segments found match the planted ones."""
+    truth = pq.read_table(truth_path)
+    found = out.read("profiles").select(["user_id", "segment"]).join(truth, "user_id")
+    return {"ari": round(adjusted_rand_index(found["true_segment"].to_numpy(),
+                                             found["segment"].to_numpy()), 4),
+            "users": found.num_rows,
+            "planted_segments": len(set(truth["true_segment"].to_pylist()))}
+
+
+def evaluate(out: Folder, users, ks: tuple, exclude_purchased: bool) -> dict:
+    """Leave-one-out metrics recomputed from the written recommendations, plus the
+    most-popular and co-occurrence baselines."""
+    u = runtime.to_table(
+        users.select_columns(["user_id", "item_ids", "event_types", "target_item"]))
+    metrics = metrics_from_recs(out.read("recommendations"), u.select(["user_id", "target_item"]),
+                                ks)
+    metrics.update(baselines(u["item_ids"].to_pylist(), u["event_types"].to_pylist(),
+                             u["target_item"].to_pylist(), ks, exclude_purchased))
+    return {"protocol": protocol(exclude_purchased), "strategies": metrics}
