@@ -9,7 +9,7 @@ TORCH_INDEX ?=
 ARGS        ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-fast bench clean
 
 $(BIN)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/raypipe run $(ARGS)
 
+# Everything: unit tests, whole pipelines on a local Ray, the service over HTTP (CI runs this).
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The inner loop: unit tests only (tests marked `slow` run the real model or whole runs).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) artifacts data .pytest_cache

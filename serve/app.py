@@ -23,6 +23,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve.api import Limits, build_api, guarded, read_api_key
+from serve.settings import deployment_options
 
 log = logging.getLogger("ray.serve")
 
@@ -70,9 +71,9 @@ class ServeArgs(BaseModel):
     max_k: int = Field(100, ge=1, le=100)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8,
-                  autoscaling_config={"min_replicas": 1, "max_replicas": 2,
-                                      "target_ongoing_requests": 4})
+# Deployment options (replicas, autoscaling, limits) live in serve/config.yaml only; the
+# builder applies them (serve/settings.py).
+@serve.deployment
 class TextEmbedder:
     def __init__(self, model: str | None, device: str | None, precision: str,
                  max_batch_size: int, batch_wait_timeout_s: float):
@@ -97,9 +98,7 @@ class TextEmbedder:
                                                for t, m in zip(texts, max_lengths))))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64,
-                  autoscaling_config={"min_replicas": 1, "max_replicas": 4,
-                                      "target_ongoing_requests": 16})
+@serve.deployment
 @serve.ingress()
 class Recommender:
     """The FastAPI ingress, answering from its own ProfileService: a request costs one
@@ -165,8 +164,11 @@ def app_builder(args: ServeArgs) -> serve.Application:
     embed = read_manifest(args.artifacts)["config"]["embed"]
     model = args.model or embed["model"]
     gpus = _embedder_gpus(args)
-    embedder = TextEmbedder.options(ray_actor_options={"num_cpus": 0.5, "num_gpus": gpus}).bind(
+    options = deployment_options("TextEmbedder")
+    options["ray_actor_options"] = {**options.get("ray_actor_options", {}), "num_gpus": gpus}
+    embedder = TextEmbedder.options(**options).bind(
         model, "cuda" if gpus else "cpu", embed.get("precision", "auto"), args.max_batch_size,
         args.batch_wait_timeout_s)
-    return Recommender.options(user_config={"artifacts": args.artifacts}).bind(
+    return Recommender.options(**deployment_options("Recommender"),
+                               user_config={"artifacts": args.artifacts}).bind(
         embedder, args.model_dump())

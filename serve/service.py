@@ -2,9 +2,9 @@
 Knows nothing about Ray or HTTP: serve/app.py wraps `ProfileService` in Ray Serve deployments,
 and the benchmark's baseline wraps it in a plain FastAPI app.
 
-Every step is the batch job's own code, never a copy: cleaning (clean.py), sequence building
-(sequences.py), the encoder (encoder.py) or pooling (users.py), profiles (profiles.py) and the
-`Recommender` (recommend.py). So a known user's answer equals the batch tables' rows, and a
+Every step is the batch job's own code, never a copy: cleaning (events/clean.py), sequence
+building (events/sequences.py), the user model (vectors/users.py), profiles
+(segments/profiles.py) and the `Recommender` (recommend/). So a known user's answer equals the batch tables' rows, and a
 fresh sequence equal to a known user's history gets that user's profile.
 
 Fresh sequences are answered in two steps, because their new texts (items given inline, and
@@ -13,9 +13,7 @@ for `user_repr: text` the rendered sequence) are embedded elsewhere (a Serve dep
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -27,56 +25,19 @@ from raypipe.config import PipelineConfig, from_dict
 from raypipe.events import clean
 from raypipe.events.sequences import build_sequences
 from raypipe.recommend.cooccur import Followers
-from raypipe.recommend.recommender import (Recommender, interest_queries, purchased_rows,
-                                           segment_rankings_from_table)
-from raypipe.run import paths as rio
+from raypipe.recommend.inputs import (interest_queries, purchased_rows,
+                                      segment_rankings_from_table)
+from raypipe.recommend.recommender import Recommender
 from raypipe.run.artifacts import read_table
 from raypipe.run.privacy import Pseudonymizer, load_key, stored_id
-from raypipe.schema import DEFAULT_EVENT_TYPE, FILE, REASON, ROW
+from raypipe.schema import REASON
 from raypipe.segments.profiles import COUNTS, profile_table
 from raypipe.segments.shard import assign
 from raypipe.vectors.pooling import history_rows, history_weights
 from raypipe.vectors.users import UserModel
-
-REQUEST_USER = "request"
-
-
-class Refused(Exception):
-    """The request's fault, not the service's; the message names the problem."""
-
-
-class UnknownUser(Refused):
-    """The artifacts have no profile for this user id."""
-
-
-class BadRequest(Refused):
-    """A request that cannot be answered as asked (events, strategy)."""
-
-
-@dataclass
-class Plan:
-    """A fresh sequence, cleaned and built as the batch job builds one, and what it needs
-    embedded: `texts[i]` with at most `max_lengths[i]` tokens."""
-    user_id: str
-    item_ids: list[str]           # the sequence, oldest first (after dedup and truncation)
-    event_types: list[str]
-    rows: np.ndarray              # catalogue rows; items given inline are n, n + 1, ...
-    counts: dict                  # n_events, n_view, ... as in `profiles`
-    new_items: list[str]          # items outside the catalogue, given with text
-    unknown_items: list[str]      # items neither in the catalogue nor given text: left out
-    texts: list[str] = field(default_factory=list)
-    max_lengths: list[int] = field(default_factory=list)
-
-
-def artifact_version(manifest_bytes: bytes) -> str:
-    """A run's version: the first 12 hex digits of its manifest's SHA-256."""
-    return hashlib.sha256(manifest_bytes).hexdigest()[:12]
-
-
-def _read_bytes(uri: str, name: str) -> bytes:
-    fs, path = rio.resolve(uri)
-    with fs.open_input_stream(f"{path}/{name}") as f:
-        return f.read()
+from serve.loading import artifact_version, read_bytes, vectors_in_order
+from serve.requests import (REQUEST_USER, BadRequest, Plan,
+                            UnknownUser, events_table, refuse)
 
 
 class ProfileService:
@@ -85,7 +46,7 @@ class ProfileService:
     `answer`."""
 
     def __init__(self, artifacts: str):
-        raw = _read_bytes(artifacts, "manifest.json")
+        raw = read_bytes(artifacts, "manifest.json")
         self.uri, self.manifest, self.version = artifacts, json.loads(raw), artifact_version(raw)
         missing = {"segment_items", "profiles", "user_embeddings"} - set(self.manifest["tables"])
         if missing:
@@ -107,14 +68,14 @@ class ProfileService:
         self.texts = items["text"].to_pylist()
         self.item_segment = items["segment"].to_numpy()
         self.item_group = items["group"].to_numpy() if "group" in items.column_names else None
-        self.text_vectors = _vectors(read_table(uri, "item_embeddings"), self.item_index)
+        self.text_vectors = vectors_in_order(read_table(uri, "item_embeddings"), self.item_index)
         encoder = None
         if "encoder" in self.manifest:          # a trained user model: its file and items
             from raypipe.vectors.encoder import TrainedEncoder
-            encoder = TrainedEncoder.from_bytes(_read_bytes(uri, "encoder.pt"),
+            encoder = TrainedEncoder.from_bytes(read_bytes(uri, "encoder.pt"),
                                                 self.text_vectors)
         self.users = UserModel.from_config(self.cfg, self.text_vectors, self.texts, encoder)
-        self.space = _vectors(read_table(uri, "item_vectors"), self.item_index) \
+        self.space = vectors_in_order(read_table(uri, "item_vectors"), self.item_index) \
             if "item_vectors" in self.manifest["tables"] else self.text_vectors
         self.centroids = to_numpy(read_table(uri, "centroids").sort_by("segment")["vector"])
         segments = read_table(uri, "segments").sort_by("segment").to_pylist()
@@ -187,8 +148,8 @@ class ProfileService:
                       if i not in self.item_index and t and t.strip()}
         known = pa.concat_arrays([self._known, pa.array(list(item_texts), pa.string())]) \
             if item_texts else self._known
-        tagged = clean.mark_duplicates(clean.tag_events(_events_table(events), known))
-        _refuse(tagged)
+        tagged = clean.mark_duplicates(clean.tag_events(events_table(events), known))
+        refuse(tagged)
         reasons = tagged[REASON].to_pylist()
         unknown = sorted({e["item_id"] for e, r in zip(events, reasons)
                           if r == "item_without_text"})
@@ -275,39 +236,5 @@ class ProfileService:
                 "items": len(self.item_ids), "segments": len(self.centroids),
                 "strategies": list(self.cfg.recommend.strategies),
                 "k": self.cfg.recommend.k}
-
-
-def _vectors(table: pa.Table, item_index: pd.Index) -> np.ndarray:
-    """(item_id, vector) table -> (n_items, d) in catalogue order."""
-    order = pd.Index(table["item_id"].to_numpy(zero_copy_only=False)).get_indexer(item_index)
-    if (order < 0).any():
-        raise ValueError(f"{(order < 0).sum()} catalogue items have no vector")
-    return to_numpy(table["vector"].take(order))
-
-
-def _events_table(events: list[dict]) -> pa.Table:
-    """Request events -> the raw event schema the readers produce, one request user."""
-    n = len(events)
-    return pa.table({
-        "user_id": pa.array([REQUEST_USER] * n, pa.string()),
-        "item_id": pa.array([str(e["item_id"]) for e in events], pa.string()),
-        "timestamp": pa.array([None if e.get("timestamp") is None else str(e["timestamp"])
-                               for e in events], pa.string()),
-        "event_type": pa.array([e.get("event_type") or DEFAULT_EVENT_TYPE for e in events],
-                               pa.string()),
-        "price": pa.nulls(n, pa.float64()), "quantity": pa.nulls(n, pa.float64()),
-        FILE: pa.array(["request"] * n, pa.string()), ROW: pa.array(range(n), pa.int64()),
-    })
-
-
-def _refuse(tagged: pa.Table) -> None:
-    """Bad timestamps or event types are the caller's mistake: refuse, naming the events.
-    Unknown items and exact repeats are not: they are left out, as in the batch job."""
-    reasons = tagged[REASON].to_pylist()
-    bad = [(i, r) for i, r in enumerate(reasons)
-           if r not in (None, "item_without_text", "duplicate_event")]
-    if bad:
-        shown = ", ".join(f"events[{i}]: {r}" for i, r in bad[:5])
-        raise BadRequest(f"{len(bad)} events cannot be used ({shown})")
 
 

@@ -1,3 +1,5 @@
+"""config/: defaults, the stable hash, dotted overrides, YAML files and errors that name the
+values."""
 import pytest
 
 from raypipe.config import PipelineConfig, SourceConfig, apply_overrides, load_config

@@ -22,7 +22,8 @@ from raypipe.recommend import blend
 from raypipe.recommend.cooccur import Followers
 from raypipe.recommend.metrics import (adjusted_rand_index, baselines, metrics_from_recs,
                                        protocol)
-from raypipe.recommend.recommender import Recommender, segment_items_table, segment_rankings
+from raypipe.recommend.inputs import segment_items_table, segment_rankings
+from raypipe.recommend.recommender import Recommender
 from raypipe.run.artifacts import Folder
 from raypipe.run.stages import Runtime, Stage
 from raypipe.segments import ids as segment_ids

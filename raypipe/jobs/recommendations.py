@@ -10,8 +10,9 @@ from raypipe.arrays import to_numpy
 from raypipe.jobs.profiles import SegmentModel, segments_of
 from raypipe.jobs.runtime import USER_BATCH, cached, fetch, to_table
 from raypipe.recommend.cooccur import follower_pairs, held_out
-from raypipe.recommend.recommender import (Recommender, index_info, interest_queries,
-                                           purchased_rows)
+from raypipe.recommend.index import index_info
+from raypipe.recommend.inputs import interest_queries, purchased_rows
+from raypipe.recommend.recommender import Recommender
 from raypipe.vectors.pooling import history_rows
 
 

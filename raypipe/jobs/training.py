@@ -1,4 +1,4 @@
-"""Ray Train around `encoder.fit`: a TorchTrainer with ScalingConfig(num_workers, use_gpu),
+"""Ray Train around `vectors.training.fit`: a TorchTrainer with ScalingConfig(num_workers, use_gpu),
 the encoded histories fed from a Ray Dataset, checkpoints through Ray Train.
 
 Every worker reads the whole (small, integer) history dataset and trains on its slice of each
@@ -72,7 +72,7 @@ def _train_loop(config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from raypipe.vectors import encoder
+    from raypipe.vectors import training
     if not logging.getLogger().handlers:     # epoch lines in the job's logs
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
@@ -106,12 +106,12 @@ def _train_loop(config: dict) -> None:
         with checkpoint.as_directory() as d:
             resume = torch.load(os.path.join(d, STATE_FILE), map_location="cpu")
         log.info("encoder: resuming after epoch %d", resume["epoch"])
-    hooks = encoder.Hooks(rank=rank, world=world, device=str(ray.train.torch.get_device()),
+    hooks = training.Hooks(rank=rank, world=world, device=str(ray.train.torch.get_device()),
                           reduce=reduce, report=report,
                           wrap=lambda m: ray.train.torch.prepare_model(m, move_to_device=False)
                           if world > 1 else m)
     cfg = config["cfg"]
-    encoder.fit(encoder.split(items, events, held), config["n_items"],
+    training.fit(training.split(items, events, held), config["n_items"],
                 text, cfg, config["max_length"], mask_purchased=config["mask_purchased"],
                 hooks=hooks, resume=resume)
 

@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 from raypipe.config import RecommendConfig, UserConfig
 from raypipe.recommend.metrics import hit_sums
 from raypipe.segments.profiles import nearest_segments
-from raypipe.recommend.recommender import Recommender, purchased_rows, segment_rankings
+from raypipe.recommend.inputs import purchased_rows, segment_rankings
+from raypipe.recommend.recommender import Recommender
 from raypipe.vectors.pooling import history_rows, history_weights
 from raypipe.vectors.users import UserModel
 

@@ -12,210 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 
-import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from raypipe.config import RecommendConfig, UserConfig
+from raypipe.config import RecommendConfig
 from raypipe.recommend.cooccur import Followers
-from raypipe.vectors.pooling import event_types_array, history_weights
+from raypipe.recommend.index import build_index, index_recall
+from raypipe.recommend.ranking import ExcludedRows, Ranked, first_k, lookup, over_cap
 
 RECOMMENDATIONS = pa.schema([("user_id", pa.string()), ("rank", pa.int32()),
                              ("item_id", pa.string()), ("score", pa.float32()),
                              ("strategy", pa.string())])
-
-
-def segment_rankings(mass: pa.Table, n_segments: int, depth: int) -> list[tuple]:
-    """(segment, item_row, weight) -> per segment (item rows, scores in (0, 1]), best first."""
-    seg = mass["segment"].to_numpy()
-    rows, w = mass["item_row"].to_numpy(), mass["weight"].to_numpy()
-    out = []
-    for s in range(n_segments):
-        sel = np.flatnonzero(seg == s)
-        order = sel[np.lexsort((rows[sel], -w[sel]))][:depth]
-        top = w[order].max() if len(order) else 1.0
-        out.append((rows[order].astype(np.int64), (w[order] / top).astype(np.float32)))
-    return out
-
-
-def segment_items_table(rankings: list[tuple], item_ids) -> pa.Table:
-    """Segment rankings -> rows (segment, rank, item_id, score): `segment_items.parquet`,
-    which the service loads so that its `segment` strategy is the batch job's."""
-    seg, rank, item, score = [], [], [], []
-    for s, (rows, scores) in enumerate(rankings):
-        seg += [s] * len(rows)
-        rank += range(1, len(rows) + 1)
-        item += [item_ids[r] for r in rows.tolist()]
-        score += scores.tolist()
-    return pa.table({"segment": pa.array(seg, pa.int32()), "rank": pa.array(rank, pa.int32()),
-                     "item_id": pa.array(item, pa.string()),
-                     "score": pa.array(score, pa.float32())})
-
-
-def segment_rankings_from_table(table: pa.Table, n_segments: int, item_index) -> list[tuple]:
-    """`segment_items` rows -> per segment (item rows, scores), best first.
-    item_index: pandas.Index of the catalogue's item ids."""
-    t = table.sort_by([("segment", "ascending"), ("rank", "ascending")])
-    seg = t["segment"].to_numpy()
-    rows = item_index.get_indexer(t["item_id"].to_numpy(zero_copy_only=False))
-    scores = t["score"].to_numpy()
-    return [(rows[seg == s].astype(np.int64), scores[seg == s].astype(np.float32))
-            for s in range(n_segments)]
-
-
-def purchased_rows(item_index: list[np.ndarray], event_types,
-                   exclude_purchased: bool) -> list[set]:
-    """Per user the catalogue rows to leave out of the recommendations.
-    event_types: a list<string> column or lists of strings."""
-    if not exclude_purchased or not item_index:
-        return [set() for _ in item_index]
-    lists = event_types_array(event_types)
-    bought = (pc.equal(lists.flatten(), "purchase").fill_null(False)
-              .to_numpy(zero_copy_only=False))
-    rows = np.concatenate(item_index)
-    ends = np.cumsum([len(ix) for ix in item_index])
-    out = [set() for _ in item_index]
-    for u, row in zip(np.searchsorted(ends, np.flatnonzero(bought), side="right").tolist(),
-                      rows[bought].tolist()):
-        out[u].add(row)
-    return out
-
-
-def interest_queries(item_index: list[np.ndarray], event_types, item_segment: np.ndarray,
-                     item_vectors: np.ndarray, n_segments: int, top: int, user: UserConfig,
-                     cfg: RecommendConfig) -> tuple[np.ndarray, np.ndarray]:
-    """`multi`'s queries: per user its `top` interests (the segments of its history items,
-    weighted by the long-term history weights, as in the profile) and for each the user's
-    items of that interest pooled with the recent-intent weights.
-    -> (queries (n, top, d), weights (n, top); 0 where a user has fewer interests)."""
-    from raypipe.segments.profiles import interests
-    n, d = len(item_index), item_vectors.shape[1]
-    segs, ws = interests(item_index, history_weights(event_types, user), item_segment,
-                         n_segments, top)
-    recent = history_weights(event_types, dataclasses.replace(user, half_life=cfg.query_half_life))
-    queries, weights = np.zeros((n, top, d), np.float32), np.zeros((n, top), np.float32)
-    slot = np.full((n, n_segments), -1, np.int64)
-    for u, (s, w) in enumerate(zip(segs, ws)):
-        slot[u, s] = np.arange(len(s))
-        weights[u, :len(w)] = w
-    lengths = np.array([len(ix) for ix in item_index], np.int64)
-    if lengths.sum() == 0:
-        return queries, weights
-    users = np.repeat(np.arange(n), lengths)
-    rows = np.concatenate(item_index)
-    where = slot[users, item_segment[rows]]
-    keep = np.flatnonzero(where >= 0)
-    key = users[keep] * top + where[keep]
-    order = np.argsort(key, kind="stable")
-    key, keep = key[order], keep[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    w = np.concatenate(recent)[keep].astype(np.float32)
-    sums = np.add.reduceat(item_vectors[rows[keep]] * w[:, None], starts, axis=0)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    queries.reshape(n * top, d)[key[starts]] = sums / np.maximum(norms, 1e-12)
-    return queries, weights
-
-
-def over_cap(rows: np.ndarray, groups: np.ndarray, cap: int, valid: np.ndarray) -> np.ndarray:
-    """(n, m) candidates best first -> True where a valid candidate would be its group's
-    cap+1-th or later in its row."""
-    n, m = rows.shape
-    g = np.where(valid, groups[np.maximum(rows, 0)], -1)
-    order = np.argsort(g, axis=1, kind="stable")       # group-major, rank order within
-    sorted_g = np.take_along_axis(g, order, axis=1)
-    idx = np.broadcast_to(np.arange(m), (n, m))
-    start = np.ones((n, m), bool)
-    start[:, 1:] = sorted_g[:, 1:] != sorted_g[:, :-1]
-    first = np.maximum.accumulate(np.where(start, idx, 0), axis=1)
-    occurrence = np.empty((n, m), np.int64)
-    np.put_along_axis(occurrence, order, idx - first, axis=1)
-    return valid & (occurrence >= cap)
-
-
-class Ranked:
-    """One strategy's answer for a batch of users: `rows` and `scores` (n_users, k), best
-    first, padded with -1 rows where fewer than k items qualify. `ranked[u]` is user u's
-    (rows, scores) without the padding."""
-
-    def __init__(self, rows: np.ndarray, scores: np.ndarray):
-        self.rows, self.scores = rows, scores
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, u: int) -> tuple[np.ndarray, np.ndarray]:
-        keep = self.rows[u] >= 0
-        return self.rows[u][keep], self.scores[u][keep]
-
-    def prefix(self, k: int) -> "Ranked":
-        return Ranked(self.rows[:, :k], self.scores[:, :k])
-
-
-def first_k(rows: np.ndarray, scores: np.ndarray, excluded: np.ndarray, k: int) -> Ranked:
-    """(n, m) candidates best first -> the first k per row that are real (>= 0) and not
-    excluded, packed to the left."""
-    keep = (rows >= 0) & ~excluded
-    pos = np.cumsum(keep, axis=1) - 1
-    u, c = np.nonzero(keep & (pos < k))
-    out_rows = np.full((len(rows), k), -1, np.int64)
-    out_scores = np.zeros((len(rows), k), np.float32)
-    out_rows[u, pos[u, c]] = rows[u, c]
-    out_scores[u, pos[u, c]] = scores[u, c]
-    return Ranked(out_rows, out_scores)
-
-
-class ExcludedRows:
-    """Per user a set of catalogue rows, as one sorted array of keys user * n_items + row, so
-    that a whole (users, candidates) matrix is checked at once."""
-
-    def __init__(self, exclude: list[set], n_items: int):
-        lengths = np.array([len(e) for e in exclude], np.int64)
-        users = np.repeat(np.arange(len(exclude), dtype=np.int64), lengths)
-        rows = np.fromiter((r for e in exclude for r in e), np.int64, int(lengths.sum()))
-        self.keys, self.n_items = np.sort(users * n_items + rows), n_items
-        self.n_users = len(exclude)
-        self.most = int(lengths.max(initial=0))
-
-    def mask(self, rows: np.ndarray) -> np.ndarray:
-        keys = np.arange(len(rows), dtype=np.int64)[:, None] * self.n_items + rows
-        return np.isin(keys, self.keys) & (rows >= 0)
-
-
-def lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Sorted int keys and their values -> the value of each wanted key, 0 where absent."""
-    if not len(keys):
-        return np.zeros(wanted.shape, np.float32)
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return np.where(keys[at] == wanted, values[at], 0.0).astype(np.float32)
-
-
-def build_index(vectors: np.ndarray, cfg: RecommendConfig) -> faiss.Index:
-    """Inner-product index over the item vectors: exact (flat) for catalogues below
-    `cfg.ivf_min_items`, an inverted-file index (IVF, `cfg.ivf_probe` of its lists searched)
-    above, or as `cfg.index` says. IVF's clustering is seeded, so the batch job and the
-    service build the same index from the same vectors."""
-    n, d = vectors.shape
-    kind = cfg.index if cfg.index != "auto" else \
-        ("ivf" if n >= cfg.ivf_min_items else "flat")
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-        index.add(vectors)
-        return index
-    lists = cfg.ivf_lists or int(4 * np.sqrt(n))
-    lists = max(1, min(lists, n // 39))     # faiss wants >= 39 training points per list
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = 1234
-    index.train(vectors)
-    index.add(vectors)
-    index.nprobe = min(cfg.ivf_probe, lists)
-    return index
-
-
-def index_info(index: faiss.Index) -> dict:
-    if isinstance(index, faiss.IndexIVF):
-        return {"kind": "ivf", "lists": int(index.nlist), "probe": int(index.nprobe)}
-    return {"kind": "flat"}
 
 
 @dataclasses.dataclass
@@ -418,18 +225,8 @@ class Recommender:
         return first_k(rows, score, self._over_cap(rows, rows >= 0), k)
 
     def index_recall(self, queries: np.ndarray, k: int | None = None) -> float:
-        """Share of the exact top-k items (inner product over the whole catalogue) that the
-        index finds: 1.0 for the flat index, measured for IVF."""
-        if not isinstance(self.index, faiss.IndexIVF) or len(queries) == 0:
-            return 1.0
-        k = min(k or self.cfg.k, len(self.item_ids))
-        queries = np.ascontiguousarray(queries, np.float32)
-        exact = faiss.IndexFlatIP(self.item_vectors.shape[1])
-        exact.add(self.item_vectors)
-        _, truth = exact.search(queries, k)
-        _, found = self.index.search(queries, k)
-        hits = sum(len(set(t.tolist()) & set(f.tolist())) for t, f in zip(truth, found))
-        return hits / truth.size
+        """Share of the exact top-k items that the index finds (index.index_recall)."""
+        return index_recall(self.index, self.item_vectors, queries, k or self.cfg.k)
 
     def to_table(self, user_ids, ranked: dict[str, Ranked]) -> pa.Table:
         """Recommender output -> rows (user_id, rank, item_id, score, strategy)."""

@@ -1,3 +1,6 @@
+"""vectors/embed.py and jobs/embedding.py: the shipped MiniLM's vectors, precisions against
+the cosine bar, the device chosen at run time, the Ray Data actor pool equal to the plain
+Embedder, fp16 on a GPU (skipped without one)."""
 import numpy as np
 import pyarrow as pa
 import pytest

@@ -1,3 +1,5 @@
+"""events/clean.py: timestamps, each bad row's reason, event types, duplicates, strict mode,
+the quarantine and item cleaning."""
 import pyarrow as pa
 import pytest
 

@@ -1,3 +1,5 @@
+"""segments/profiles.py: nearest segment and confidence, interests, the segments' item
+mass, distinctive terms and segment summaries, on hand-made cases."""
 import numpy as np
 import pytest
 

@@ -1,17 +1,8 @@
-"""Pipeline configuration: one frozen dataclass per stage, composed into `PipelineConfig`.
-
-Each stage receives only its own section (`embed_items(ds, cfg.embed)`). Files are YAML with
-the same nesting as the dataclasses; `--set kmeans.n_clusters=8` overrides one dotted field.
-"""
+"""The config's sections: one frozen dataclass per stage, with commented defaults, validated
+in `__post_init__`. `raypipe.config` composes them into `PipelineConfig`."""
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any
-
-import yaml
+from dataclasses import dataclass, field
 
 from raypipe.schema import EVENT_TYPES
 
@@ -278,91 +269,3 @@ class EvalConfig:
         object.__setattr__(self, "ks", tuple(self.ks))
         if self.holdout not in ("none", "last"):
             raise ValueError(f"eval.holdout={self.holdout!r} should be 'none' or 'last'")
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    output: str = "artifacts"
-    user_repr: str = "encoder"  # one of USER_REPRS
-    address: str | None = None  # Ray cluster address; None starts a local Ray
-    num_cpus: int | None = None  # CPUs for a local Ray; None = all
-    synthetic_dir: str = "data"  # where `source.kind=synthetic` logs are generated (and reused)
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    source: SourceConfig = field(default_factory=SourceConfig)
-    clean: CleanConfig = field(default_factory=CleanConfig)
-    sequences: SequenceConfig = field(default_factory=SequenceConfig)
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-    user: UserConfig = field(default_factory=UserConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
-    profiles: ProfileConfig = field(default_factory=ProfileConfig)
-    item_groups: ItemGroupConfig = field(default_factory=ItemGroupConfig)
-    recommend: RecommendConfig = field(default_factory=RecommendConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
-
-    def __post_init__(self):
-        if self.user_repr not in USER_REPRS:
-            raise ValueError(f"user_repr={self.user_repr!r} should be one of {USER_REPRS}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def hash(self) -> str:
-        """Stable hash of everything that shapes the outputs (not where they go)."""
-        d = self.to_dict()
-        for key in ("output", "address", "num_cpus", "synthetic_dir"):
-            d.pop(key)
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def from_dict(cls, data: dict):
-    """Build dataclass `cls` from a nested dict, naming unknown keys."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ValueError(f"unknown config keys for {cls.__name__}: {sorted(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        default = known[name].default_factory() if known[name].default_factory \
-            is not dataclasses.MISSING else known[name].default
-        if is_dataclass(default) and isinstance(value, dict):
-            value = from_dict(type(default), value)
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def apply_override(cfg, dotted: str, value: Any):
-    """Return `cfg` with the field at `dotted` (e.g. 'kmeans.n_clusters') set to `value`."""
-    head, _, rest = dotted.partition(".")
-    names = {f.name for f in fields(cfg)}
-    if head not in names:
-        raise ValueError(f"unknown config key {dotted!r}: {type(cfg).__name__} has {sorted(names)}")
-    if rest:
-        inner = getattr(cfg, head)
-        if isinstance(inner, dict):
-            return replace(cfg, **{head: {**inner, rest: value}})
-        if not is_dataclass(inner):
-            raise ValueError(f"config key {head!r} is a value, not a section")
-        return replace(cfg, **{head: apply_override(inner, rest, value)})
-    return replace(cfg, **{head: value})
-
-
-def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineConfig:
-    """Defaults, then the YAML file, then each `key=value` override (value parsed as YAML)."""
-    data = {}
-    if path:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    return apply_overrides(from_dict(PipelineConfig, data), overrides)
-
-
-def apply_overrides(cfg, overrides: list[str]):
-    """Apply `key=value` strings in order; values are parsed as YAML (8, true, [a, b])."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r} should look like key=value")
-        cfg = apply_override(cfg, key.strip(), yaml.safe_load(raw))
-    return cfg

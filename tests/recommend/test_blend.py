@@ -1,3 +1,5 @@
+"""recommend/blend.py and recommend/cooccur.py: follower pairs and counts, the validation
+users' hash, the weights' fit and the validation segment rankings."""
 import numpy as np
 import pyarrow as pa
 import pytest

@@ -1,3 +1,5 @@
+"""recommend/metrics.py: leave-one-out metrics from recommendation rows, the baselines and the
+adjusted Rand index, on hand-computed cases."""
 import math
 
 import pyarrow as pa

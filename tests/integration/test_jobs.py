@@ -17,7 +17,7 @@ from raypipe.config import SyntheticConfig
 from raypipe.events.synthetic import generate
 
 pytestmark = pytest.mark.slow
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 BIN = os.path.dirname(sys.executable)
 
 

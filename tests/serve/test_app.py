@@ -40,7 +40,7 @@ def deploy(config: dict, folder) -> None:
 
 
 def config(artifacts: str, port: int, key_file) -> dict:
-    with open(os.path.join(os.path.dirname(__file__), "..", "serve", "config.yaml")) as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "serve", "config.yaml")) as f:
         cfg = yaml.safe_load(f)
     cfg["http_options"] = {"host": "127.0.0.1", "port": port}
     app = cfg["applications"][0]

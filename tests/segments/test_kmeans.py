@@ -1,3 +1,6 @@
+"""segments/kmeans.py (with shard.py and seeding.py): hand-computed cases, local and Ray
+shards equal, sharding-independent results, checkpoints, empty clusters, errors, GPU
+assignment equal to CPU (skipped without one), against scikit-learn."""
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs

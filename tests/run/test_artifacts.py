@@ -1,3 +1,4 @@
+"""run/artifacts.py: an output appears only on commit and an abort leaves nothing."""
 import os
 
 import pyarrow as pa

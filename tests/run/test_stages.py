@@ -1,4 +1,4 @@
-"""Resumable stages: the store's rules on tiny stages, then the pipeline's driver killed with
+"""run/stages.py: the store's rules on tiny stages, then the pipeline's driver killed with
 SIGKILL mid-run and the same command run again."""
 import glob
 import os

@@ -8,7 +8,7 @@ import yaml
 
 from serve.app import FAST_PATH_ENV
 
-PATH = os.path.join(os.path.dirname(__file__), "..", "cluster.yaml")
+PATH = os.path.join(os.path.dirname(__file__), "..", "..", "cluster.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Issue 7: segments people can read and use: stable ids, names, item groups, the report,
-segment export."""
+"""Segments people can read and use, on whole runs: stable ids across runs (segments/ids.py),
+names, item groups, the report and segment export (readouts/)."""
 import html.parser
 import json
 import os
@@ -10,24 +10,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from raypipe.segments import ids as segment_ids
 from raypipe.events.synthetic import CATEGORIES
 
-
-def test_matching_recovers_a_permutation_and_relabels():
-    rng = np.random.default_rng(0)
-    old = rng.standard_normal((6, 8)).astype(np.float32)
-    perm = rng.permutation(6)
-    new = old[perm] + 0.01 * rng.standard_normal((6, 8)).astype(np.float32)
-    ids, moved = segment_ids.match(new, old)
-    assert ids.tolist() == perm.tolist()
-    assert (moved < 0.1).all()
-    labels = np.array([0, 1, 2, 3, 4, 5, 0])
-    centroids, stable = segment_ids.relabel(new, labels, ids)
-    assert stable.tolist() == perm[labels].tolist()
-    assert np.allclose(centroids[perm], new)
-    with pytest.raises(ValueError):
-        segment_ids.match(new[:5], old)
+pytestmark = pytest.mark.slow
 
 
 def _table(folder, name, columns=None):

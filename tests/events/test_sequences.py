@@ -1,3 +1,5 @@
+"""events/sequences.py: time-ordered sequences, truncation, deduplication, the held-out last
+item and sequence texts."""
 import pyarrow as pa
 
 from raypipe.config import SequenceConfig

@@ -1,8 +1,11 @@
+"""vectors/encoder.py, vectors/training.py and jobs/training.py: the encoded histories and
+leave-one-out split, the model's invariants (padding, cold items, cosine scoring, losses), a
+planted next-item rule learned, Ray Train with two workers equal to the plain loop, resume."""
 import numpy as np
 import pytest
 import torch
 
-from raypipe.vectors import encoder
+from raypipe.vectors import encoder, training
 from raypipe.recommend.cooccur import held_out
 from raypipe.config import EncoderConfig
 from tests.conftest import fake_vectors
@@ -42,7 +45,7 @@ def test_encode_histories_left_pads_and_keeps_the_latest():
 
 def test_split_holds_out_the_last_item_for_validation():
     items = np.array([[0, 1, 2, 3], [0, 0, 4, 5], [0, 0, 0, 6]])
-    s = encoder.split(items, np.ones_like(items))
+    s = training.split(items, np.ones_like(items))
     assert s.train_items.tolist() == [[0, 0, 1, 2]]      # the latest event stays last
     assert s.valid_items.tolist() == [[0, 1, 2], [0, 0, 4]]
     assert s.valid_targets.tolist() == [3, 5]
@@ -55,7 +58,7 @@ def test_users_not_held_out_for_validation_train_on_their_whole_history():
     for u, n in enumerate(lengths):          # every history distinct: rows identify users
         items[u, 8 - n:] = 1000 * u + np.arange(1, n + 1)
     ids = [f"user-{u}" for u in range(200)]
-    s = encoder.split(items, np.ones_like(items), held_out(ids, 0.25, seed=3))
+    s = training.split(items, np.ones_like(items), held_out(ids, 0.25, seed=3))
     candidates = int((lengths >= 2).sum())
     assert 0.15 * candidates < len(s.valid_targets) < 0.35 * candidates
     held = {int(t) // 1000 for t in s.valid_targets}
@@ -91,7 +94,7 @@ def test_encoder_learns_a_planted_next_item_rule(text, ids):
     rows, types = planted()
     items, events = encoder.encode_histories(rows, types, 10)
     cfg = small_cfg(text=text, item_ids=ids, epochs=30, patience=30)
-    state, summary = encoder.fit(encoder.split(items, events), N_ITEMS,
+    state, summary = training.fit(training.split(items, events), N_ITEMS,
                                  TEXT if text else None, cfg, 10, mask_purchased=False)
     assert summary["history"][-1]["train_loss"] < summary["history"][0]["train_loss"]
     model = encoder.load(state, N_ITEMS, TEXT if text else None, cfg, 10)
@@ -99,7 +102,7 @@ def test_encoder_learns_a_planted_next_item_rule(text, ids):
     test_rows, test_types = planted(100, seed=1)
     x, e = encoder.encode_histories(test_rows, test_types, 10)
     y = np.array([(3 * r[-1] + 1) % N_ITEMS + 1 for r in test_rows])
-    ndcg, recall, n = encoder.rank_metrics(model, x, e, y, False, "cpu", k=1)
+    ndcg, recall, n = training.rank_metrics(model, x, e, y, False, "cpu", k=1)
     assert recall / n >= 0.95, (text, ids, recall / n)
 
 
@@ -135,7 +138,7 @@ def test_cosine_scoring_ranks_what_the_loss_trained():
               torch.nn.functional.normalize(raw[1:], dim=-1).T / 0.1)
     np.testing.assert_allclose(last @ table.T / 0.1, logits.numpy(), atol=1e-4)
     best = (last @ table.T).argmax(1) + 1
-    _, recall, n = encoder.rank_metrics(model, items, events, best, False, "cpu", k=1)
+    _, recall, n = training.rank_metrics(model, items, events, best, False, "cpu", k=1)
     assert recall == n
 
 
@@ -144,11 +147,11 @@ def test_sampled_loss_is_the_full_loss_when_every_item_is_a_negative():
     states, table = torch.randn(2, 3, 8), torch.randn(6, 8)
     table[0] = 0
     labels = torch.tensor([[1, 2, 0], [3, 4, 5]])
-    full, n = encoder.next_item_loss(states, table, labels, small_cfg(loss="full"))
+    full, n = training.next_item_loss(states, table, labels, small_cfg(loss="full"))
     # Negatives drawn from the 5 items with many repeats: every item appears; duplicates of a
     # negative change the sum, so compare against the same logits computed by hand.
     g = torch.Generator().manual_seed(1)
-    sampled, m = encoder.next_item_loss(states, table, labels,
+    sampled, m = training.next_item_loss(states, table, labels,
                                         small_cfg(loss="sampled", negatives=64), generator=g)
     assert n == m == 5
     assert torch.isfinite(sampled) and sampled > full     # repeated negatives add mass
@@ -166,7 +169,7 @@ def _dataset(ray, rows, types):
 
 
 def _plain(items, events, held, cfg):
-    return encoder.fit(encoder.split(items, events, held), N_ITEMS, TEXT, cfg, 10)
+    return training.fit(training.split(items, events, held), N_ITEMS, TEXT, cfg, 10)
 
 
 @pytest.mark.slow

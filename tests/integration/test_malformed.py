@@ -8,7 +8,7 @@ import pytest
 from raypipe.run.artifacts import read_manifest
 from raypipe.cli import main
 
-HERE = os.path.join(os.path.dirname(__file__), "data", "malformed")
+HERE = os.path.join(os.path.dirname(__file__), "..", "data", "malformed")
 SMALL = ["--set", "kmeans.n_clusters=2", "--set", "recommend.k=2", "--num-cpus", "2",
          "--set", "user_repr=pooled"]
 

@@ -1,3 +1,5 @@
+"""events/sources.py: each input format read with provenance, column checks, catalogue texts,
+the public dataset layouts."""
 import json
 
 import pyarrow as pa

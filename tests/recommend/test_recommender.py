@@ -1,9 +1,13 @@
+"""recommend/ (recommender.py, ranking.py, index.py, inputs.py): strategies, exclusions, the
+batched recommender against a per-user definition, the IVF index, group caps and `multi`."""
 import numpy as np
 import pyarrow as pa
 
 from raypipe.config import RecommendConfig
 from raypipe.recommend.cooccur import Followers, follower_pairs
-from raypipe.recommend.recommender import Recommender, index_info, segment_rankings
+from raypipe.recommend.index import index_info
+from raypipe.recommend.inputs import segment_rankings
+from raypipe.recommend.recommender import Recommender
 
 ITEMS = ["a", "b", "c", "d"]
 VECTORS = np.eye(4, dtype=np.float32)
@@ -117,7 +121,7 @@ def test_batch_recommender_equals_the_per_user_definition():
 
 def test_history_weights_and_purchases_from_arrow_or_lists():
     from raypipe.config import UserConfig
-    from raypipe.recommend.recommender import purchased_rows
+    from raypipe.recommend.inputs import purchased_rows
     from raypipe.vectors.pooling import history_weights
     cfg = UserConfig()
     types = [["view", "purchase", "cart"], [], ["click", "odd"], ["purchase"]]
@@ -160,7 +164,7 @@ def test_ivf_index_is_deterministic_and_recall_is_measured():
 
 
 def test_group_cap_keeps_at_most_n_per_group_in_rank_order():
-    from raypipe.recommend.recommender import over_cap
+    from raypipe.recommend.ranking import over_cap
     rng = np.random.default_rng(1)
     groups = rng.integers(0, 4, 50)
     rows = np.stack([rng.permutation(50)[:20] for _ in range(30)])
@@ -178,7 +182,7 @@ def test_group_cap_keeps_at_most_n_per_group_in_rank_order():
 
 
 def test_multi_merges_interest_lists_by_weight():
-    from raypipe.recommend.recommender import interest_queries
+    from raypipe.recommend.inputs import interest_queries
     from raypipe.config import UserConfig
     rng = np.random.default_rng(5)
     n_items, d = 400, 12
