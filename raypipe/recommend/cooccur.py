@@ -97,9 +97,11 @@ class Followers:
             raise ValueError("item_followers names items outside the catalogue")
         return cls(src, dst, table["count"].to_numpy(), len(item_index), top)
 
-    def scores(self, item_index: list[np.ndarray], recent: int) -> sparse.csr_matrix:
+    def scores(self, item_index: list[np.ndarray], recent: int,
+               scaled: bool = True) -> sparse.csr_matrix:
         """Per user catalogue rows, oldest first -> (n_users, n_items) sparse scores in
-        [0, 1]. Rows past the catalogue (items new to the service) have no followers."""
+        [0, 1] (`scaled`; else the summed, halved counts). Rows past the catalogue (items
+        new to the service) have no followers."""
         n = len(item_index)
         users, cols, weights = [], [], []
         for u, rows in enumerate(item_index):
@@ -116,7 +118,7 @@ class Followers:
         out = (start @ self.matrix).tocsr()
         out.sum_duplicates()
         sizes = np.diff(out.indptr)
-        if out.nnz:         # each non-empty row's segments of data end where the next begins
+        if out.nnz and scaled:         # each non-empty row's segments of data end where the next begins
             best = np.maximum.reduceat(out.data, out.indptr[:-1][sizes > 0])
             out.data = out.data / np.repeat(best, sizes[sizes > 0])
         return out

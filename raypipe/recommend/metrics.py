@@ -82,29 +82,26 @@ def most_popular(histories: list[list[str]], targets: list, exclude: list[set],
 
 def cooccurrence(histories: list[list[str]], targets: list, exclude: list[set], ks=(10, 20),
                  window: int = 3, recent: int = 3) -> dict:
-    """Baseline: item-to-item co-occurrence. Counts how often item b follows item a within
-    `window` steps in the histories; a user's candidates are the followers of their `recent`
-    latest items, weighted 1, 1/2, 1/4... from the latest, minus excluded items."""
+    """Baseline: item-to-item co-occurrence, counted by recommend/cooccur.py over these
+    histories (b follows a within `window` steps); a user's candidates are the followers of
+    their `recent` latest items, weighted 1, 1/2, 1/4... from the latest, minus excluded
+    items, ties broken by item id."""
+    from raypipe.recommend.cooccur import Followers, follower_pairs
     ids, rows = np.unique(np.concatenate([np.asarray(h, object) for h in histories]
                                          or [np.zeros(0, object)]).astype(str),
                           return_inverse=True)
-    seqs = np.split(rows, np.cumsum([len(h) for h in histories])[:-1])
-    pairs = np.concatenate([np.stack([s[:-g], s[g:]], 1) for s in seqs for g in
-                            range(1, window + 1) if len(s) > g] or [np.zeros((0, 2), int)])
-    key, count = np.unique(pairs[:, 0] * len(ids) + pairs[:, 1], return_counts=True)
-    src, dst = key // len(ids), key % len(ids)
-    start = np.searchsorted(src, np.arange(len(ids) + 1))
+    seqs = np.split(rows.astype(np.int64), np.cumsum([len(h) for h in histories])[:-1])
+    followers = Followers.from_pairs(follower_pairs(seqs, len(ids), window), len(ids),
+                                     top=max(len(ids), 1))
+    scores = followers.scores(seqs, recent, scaled=False)
     depth, ranks = max(ks), []
-    for seq, target, excl in zip(seqs, targets, exclude):
+    for u, (target, excl) in enumerate(zip(targets, exclude)):
         if target is None:
             continue
-        score: dict[int, float] = {}
-        for age, a in enumerate(seq[::-1][:recent]):
-            for b, c in zip(dst[start[a]:start[a + 1]].tolist(),
-                            count[start[a]:start[a + 1]].tolist()):
-                score[b] = score.get(b, 0.0) + c * 0.5 ** age
-        ranked = sorted(score, key=lambda b: (-score[b], b))
-        top = [ids[b] for b in ranked if ids[b] not in excl][:depth]
+        lo, hi = scores.indptr[u], scores.indptr[u + 1]
+        cols, values = scores.indices[lo:hi], scores.data[lo:hi]
+        ranked = cols[np.lexsort((cols, -values))]
+        top = [ids[b] for b in ranked.tolist() if ids[b] not in excl][:depth]
         if target in top:
             ranks.append(top.index(target) + 1)
     n = sum(t is not None for t in targets)

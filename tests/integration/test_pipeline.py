@@ -145,3 +145,8 @@ def test_text_user_repr_runs_through_the_same_stages(ray_session, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
     per_user = 5 * len(manifest["config"]["recommend"]["strategies"])      # k x strategies
     assert table(cfg.output, "recommendations").groupby("user_id").size().max() == per_user
+    # One UserModel for batch and validation: blend is fitted for text users too, their
+    # shortened histories embedded by the same actor pool.
+    blend = manifest["blend"]
+    assert blend["fitted"] and blend["users"] > 0, blend
+    assert blend["valid_ndcg@10"] >= blend["vector_valid_ndcg@10"]
