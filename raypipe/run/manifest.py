@@ -9,13 +9,14 @@ from raypipe import __version__
 
 
 def versions() -> dict:
+    from importlib.metadata import version
+
     import faiss
     import numpy as np
     import pyarrow as pa
-    import ray
     import torch
     import transformers
-    return {"ray": ray.__version__, "torch": torch.__version__,
+    return {"ray": version("ray"), "torch": torch.__version__,
             "transformers": transformers.__version__, "faiss": faiss.__version__,
             "pyarrow": pa.__version__, "numpy": np.__version__}
 
