@@ -25,7 +25,7 @@ from raypipe.config import PipelineConfig, from_dict
 from raypipe.events import clean
 from raypipe.events.sequences import build_sequences
 from raypipe.recommend.cooccur import Followers
-from raypipe.recommend.inputs import (interest_queries, purchased_rows,
+from raypipe.recommend.inputs import (interest_queries, purchased,
                                       segment_rankings_from_table)
 from raypipe.recommend.recommender import Recommender
 from raypipe.run.artifacts import read_table
@@ -206,7 +206,7 @@ class ProfileService:
         if strategy not in self.cfg.recommend.strategies:
             raise BadRequest(f"strategy {strategy!r} is not one of this run's "
                              f"{list(self.cfg.recommend.strategies)}")
-        exclude = purchased_rows(rows, event_types, self.cfg.recommend.exclude_purchased)
+        exclude = purchased(rows, event_types, self.cfg.recommend.exclude_purchased)
         interests = interest_queries(rows, event_types, item_segment, space, len(self.centroids),
                                      self.cfg.profiles.top_interests, self.cfg.user,
                                      self.cfg.recommend) if strategy == "multi" else None

@@ -11,7 +11,7 @@ from raypipe.jobs.profiles import SegmentModel, segments_of
 from raypipe.jobs.runtime import USER_BATCH, cached, fetch, to_table
 from raypipe.recommend.cooccur import follower_pairs, held_out
 from raypipe.recommend.index import index_info
-from raypipe.recommend.inputs import interest_queries, purchased_rows
+from raypipe.recommend.inputs import interest_queries, purchased
 from raypipe.recommend.recommender import Recommender
 from raypipe.vectors.pooling import history_rows
 
@@ -40,7 +40,7 @@ def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
     interests = interest_queries(
         idx, batch["event_types"], m.item_segment, cat.vectors, len(m.centroids),
         m.profiles.top_interests, m.user, r) if "multi" in r.strategies else None
-    ranked = rec.recommend(vectors, seg, purchased_rows(idx, batch["event_types"],
+    ranked = rec.recommend(vectors, seg, purchased(idx, batch["event_types"],
                                                         r.exclude_purchased),
                            interests=interests, history=idx)
     return rec.to_table(batch["user_id"].combine_chunks(), ranked)

@@ -97,8 +97,6 @@ def _train_loop(config: dict) -> None:
                 torch.save(state, os.path.join(d, STATE_FILE))
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
-        if metrics["epoch"] == config["crash_after_epoch"]:
-            raise RuntimeError(f"injected failure after epoch {metrics['epoch']}")
 
     resume = None
     checkpoint = ray.train.get_checkpoint()
@@ -124,12 +122,12 @@ def run_name(cfg: EncoderConfig, n_items: int, max_length: int, mask_purchased: 
 
 def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: EncoderConfig,
                   max_length: int, storage: str, data_key: str, mask_purchased: bool = True,
-                  max_failures: int = 2, crash_after_epoch: int | None = None,
-                  fresh: bool = False) -> tuple[dict, dict]:
+                  max_failures: int = 2, fresh: bool = False,
+                  callbacks: tuple = ()) -> tuple[dict, dict]:
     """Encoded histories (a Ray Dataset) -> (best state dict, training summary), trained by
     Ray Train; checkpoints under `storage`/<run name>. A failed worker group is restarted
-    from the latest checkpoint up to `max_failures` times. `crash_after_epoch` injects a
-    failure once that epoch's checkpoint is saved (tests of resumption)."""
+    from the latest checkpoint up to `max_failures` times. `callbacks` are Ray Train
+    `UserCallback`s, run on the controller after each epoch's report (progress, tracking)."""
     import torch
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -148,14 +146,14 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
         _train_loop,
         train_loop_config={"cfg": cfg, "n_items": n_items, "max_length": max_length,
                            "mask_purchased": mask_purchased, "threads": 0 if use_gpu else threads,
-                           "crash_after_epoch": crash_after_epoch,
                            "text": None if text_vectors is None else ray.put(text_vectors)},
         scaling_config=scaling,
         datasets={"train": encoded.materialize()},
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(name=name, storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
-                             failure_config=FailureConfig(max_failures=max_failures)))
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             callbacks=list(callbacks)))
     log.info("encoder: training %s with %d worker(s), %s, storage %s", name, cfg.num_workers,
              "GPU" if use_gpu else f"{threads} CPU threads each", storage)
     result = trainer.fit()

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from raypipe.config import RecommendConfig, UserConfig
 from raypipe.recommend.metrics import hit_sums
 from raypipe.segments.profiles import nearest_segments
-from raypipe.recommend.inputs import purchased_rows, segment_rankings
+from raypipe.recommend.inputs import purchased, segment_rankings
 from raypipe.recommend.recommender import Recommender
 from raypipe.vectors.pooling import history_rows, history_weights
 from raypipe.vectors.users import UserModel
@@ -62,7 +62,7 @@ def validation_inputs(users: pa.Table, segment_vectors: np.ndarray, catalogue,
     last = np.array([w[-1] for w in history_weights(users["event_types"].to_pylist(),
                                                     user)], np.float64)
     return Validation(vectors.query, nearest_segments(vectors.taste, centroids)[0], rows,
-                      purchased_rows(rows, types, exclude_purchased),
+                      purchased(rows, types, exclude_purchased),
                       np.array([r[-1] for r in full_rows], np.int64), full, last)
 
 

@@ -51,21 +51,21 @@ def segment_rankings_from_table(table: pa.Table, n_segments: int, item_index) ->
             for s in range(n_segments)]
 
 
-def purchased_rows(item_index: list[np.ndarray], event_types,
-                   exclude_purchased: bool) -> list[set]:
-    """Per user the catalogue rows to leave out of the recommendations.
-    event_types: a list<string> column or lists of strings."""
-    if not exclude_purchased or not item_index:
-        return [set() for _ in item_index]
+def purchased(histories: list, event_types, exclude_purchased: bool) -> list[set]:
+    """Per user the items of `histories` (catalogue rows, or item ids) to leave out of the
+    recommendations and of the metrics: the purchased ones, when `exclude_purchased`.
+    event_types: a list<string> column or lists of strings, aligned with `histories`."""
+    if not exclude_purchased or not len(histories):
+        return [set() for _ in histories]
     lists = event_types_array(event_types)
     bought = (pc.equal(lists.flatten(), "purchase").fill_null(False)
               .to_numpy(zero_copy_only=False))
-    rows = np.concatenate(item_index)
-    ends = np.cumsum([len(ix) for ix in item_index])
-    out = [set() for _ in item_index]
-    for u, row in zip(np.searchsorted(ends, np.flatnonzero(bought), side="right").tolist(),
-                      rows[bought].tolist()):
-        out[u].add(row)
+    items = np.concatenate([np.asarray(h) for h in histories if len(h)] or [np.zeros(0)])
+    ends = np.cumsum([len(h) for h in histories])
+    out = [set() for _ in histories]
+    for u, item in zip(np.searchsorted(ends, np.flatnonzero(bought), side="right").tolist(),
+                       items[bought].tolist()):
+        out[u].add(item)
     return out
 
 

@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raypipe.recommend.inputs import purchased
+
 
 def metrics_from_recs(recs: pa.Table, targets: pa.Table, ks=(10, 20)) -> dict:
     """recs: (user_id, rank, item_id, strategy); targets: (user_id, target_item), one row per
@@ -55,8 +57,7 @@ def baselines(histories: list[list[str]], event_types: list[list[str]], targets:
               ks, exclude_purchased: bool) -> dict:
     """The users' histories and held-out targets -> {most_popular, cooccurrence} metrics,
     each user's purchased items left out when the recommendations leave them out."""
-    exclude = [{i for i, e in zip(h, t) if e == "purchase"} if exclude_purchased else set()
-               for h, t in zip(histories, event_types)]
+    exclude = purchased(histories, event_types, exclude_purchased)
     return {"most_popular": most_popular(histories, targets, exclude, ks),
             "cooccurrence": cooccurrence(histories, targets, exclude, ks)}
 

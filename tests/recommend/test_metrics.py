@@ -29,6 +29,18 @@ def test_most_popular_excludes_each_users_items():
     assert m["users"] == 2 and m["recall@1"] == 0.0
 
 
+def test_baselines_leave_out_purchases_only_when_asked():
+    from raypipe.recommend.metrics import baselines
+    # a is the most popular item; user 1 bought it, user 2 only viewed it.
+    histories = [["a", "b"], ["a", "a"], ["a", "c"]]
+    types = [["purchase", "view"], ["view", "view"], ["view", "view"]]
+    targets = ["a", "a", None]
+    kept = baselines(histories, types, targets, (1,), exclude_purchased=False)
+    left_out = baselines(histories, types, targets, (1,), exclude_purchased=True)
+    assert kept["most_popular"]["recall@1"] == 1.0
+    assert left_out["most_popular"]["recall@1"] == 0.5      # user 1 no longer gets a
+
+
 def test_adjusted_rand_index_matches_scikit_learn():
     import numpy as np
     from sklearn.metrics import adjusted_rand_score

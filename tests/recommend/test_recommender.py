@@ -121,7 +121,7 @@ def test_batch_recommender_equals_the_per_user_definition():
 
 def test_history_weights_and_purchases_from_arrow_or_lists():
     from raypipe.config import UserConfig
-    from raypipe.recommend.inputs import purchased_rows
+    from raypipe.recommend.inputs import purchased
     from raypipe.vectors.pooling import history_weights
     cfg = UserConfig()
     types = [["view", "purchase", "cart"], [], ["click", "odd"], ["purchase"]]
@@ -135,8 +135,8 @@ def test_history_weights_and_purchases_from_arrow_or_lists():
                     for e, a in zip(t, age)]
             assert np.allclose(got, want, rtol=0, atol=1e-15)
     rows = [np.array([5, 6, 7]), np.array([], np.int64), np.array([1, 2]), np.array([9])]
-    assert purchased_rows(rows, column, True) == [{6}, set(), set(), {9}]
-    assert purchased_rows(rows, types, False) == [set()] * 4
+    assert purchased(rows, column, True) == [{6}, set(), set(), {9}]
+    assert purchased(rows, types, False) == [set()] * 4
 
 
 def test_ivf_index_is_deterministic_and_recall_is_measured():

@@ -188,6 +188,19 @@ def test_ray_train_two_workers_equal_the_plain_loop(ray_session, tmp_path):
     assert summary["valid_ndcg@10"] == pytest.approx(plain["valid_ndcg@10"], abs=1e-3)
 
 
+class _DieAfterEpoch:
+    """A Ray Train callback that fails the run once epoch `n`'s checkpoint is saved."""
+
+    def __new__(cls, n: int):
+        from ray.train import UserCallback
+
+        class Die(UserCallback):
+            def after_report(self, run_context, metrics, checkpoint):
+                if checkpoint is not None and metrics[0]["epoch"] >= n:
+                    raise RuntimeError(f"killed after epoch {n}")
+        return Die()
+
+
 @pytest.mark.slow
 def test_interrupted_training_resumes_and_continues_the_same_run(ray_session, tmp_path):
     from raypipe.jobs.training import train_encoder
@@ -198,7 +211,7 @@ def test_interrupted_training_resumes_and_continues_the_same_run(ray_session, tm
     # driver is killed; the same command again resumes from that checkpoint.
     with pytest.raises(Exception):
         train_encoder(ds, N_ITEMS, TEXT, cfg, 10, str(tmp_path), "planted",
-                      crash_after_epoch=2, max_failures=0)
+                      max_failures=0, callbacks=(_DieAfterEpoch(2),))
     state, summary = train_encoder(ds, N_ITEMS, TEXT, cfg, 10, str(tmp_path), "planted")
     assert summary["resumed_from_epoch"] == 2
     plain_state, plain = _plain(items, events, held, cfg)
