@@ -65,6 +65,31 @@ def read_encoded(it) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.concatenate(cols[c])[order] for c in ("items", "events", "held"))
 
 
+def _row_hashes(batch: dict) -> dict:
+    """Encoded rows -> their hashes summed mod 2**64: the sum does not depend on how rows
+    fall into blocks or in which order the blocks come."""
+    total = 0
+    for user, items, events, held in zip(batch["user_id"], batch["items"], batch["events"],
+                                         batch["held"]):
+        h = hashlib.blake2b(str(user).encode(), digest_size=8)
+        h.update(np.ascontiguousarray(items, np.int64).tobytes())
+        h.update(np.ascontiguousarray(events, np.int64).tobytes())
+        h.update(b"1" if held else b"0")
+        total = (total + int.from_bytes(h.digest(), "little")) % (1 << 64)
+    return {"sum": np.array([total], np.uint64), "rows": np.array([len(batch["user_id"])])}
+
+
+def data_digest(encoded) -> str:
+    """A digest of the encoded histories themselves, for the run name: a training
+    interrupted and re-run on other data starts over instead of resuming."""
+    total, rows = 0, 0
+    for b in encoded.map_batches(_row_hashes, batch_format="numpy").iter_batches(
+            batch_size=None, batch_format="numpy"):
+        total = (total + sum(int(x) for x in b["sum"])) % (1 << 64)
+        rows += int(b["rows"].sum())
+    return f"{rows}-{total:016x}"
+
+
 def _train_loop(config: dict) -> None:
     """Runs in each Ray Train worker."""
     import ray.train
@@ -125,7 +150,8 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
                   max_failures: int = 2, fresh: bool = False,
                   callbacks: tuple = ()) -> tuple[dict, dict]:
     """Encoded histories (a Ray Dataset) -> (best state dict, training summary), trained by
-    Ray Train; checkpoints under `storage`/<run name>. A failed worker group is restarted
+    Ray Train; checkpoints under `storage`/<run name>, the name a hash of the settings,
+    `data_key` and a digest of the histories themselves. A failed worker group is restarted
     from the latest checkpoint up to `max_failures` times. `callbacks` are Ray Train
     `UserCallback`s, run on the controller after each epoch's report (progress, tracking)."""
     import torch
@@ -136,7 +162,9 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
     threads = cfg.cpus_per_worker or max(1, cpus // cfg.num_workers)
     scaling = ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
                             resources_per_worker=None if use_gpu else {"CPU": threads})
-    name = run_name(cfg, n_items, max_length, mask_purchased, data_key)
+    encoded = encoded.materialize()
+    name = run_name(cfg, n_items, max_length, mask_purchased,
+                    f"{data_key}-{data_digest(encoded)}")
     if fresh:
         fs, path = rio.resolve(f"{storage.rstrip('/')}/{name}")
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
@@ -148,7 +176,7 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
                            "mask_purchased": mask_purchased, "threads": 0 if use_gpu else threads,
                            "text": None if text_vectors is None else ray.put(text_vectors)},
         scaling_config=scaling,
-        datasets={"train": encoded.materialize()},
+        datasets={"train": encoded},
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(name=name, storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=1),

@@ -77,8 +77,16 @@ class Folder:
         self.bytes(name, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
     def bytes(self, name: str, data: bytes) -> None:
-        with self.fs.open_output_stream(f"{self.path}/{name}") as f:
+        """Write a small file whole or not at all: on a local disk to a temporary name, then
+        renamed (a crash mid-write leaves the old file or none); an object store's PUT is
+        already all-or-nothing."""
+        path = f"{self.path}/{name}"
+        local = isinstance(self.fs, pafs.LocalFileSystem)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}" if local else path
+        with self.fs.open_output_stream(tmp) as f:
             f.write(data)
+        if local:
+            os.replace(tmp, path)
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(f"{self.path}/{name}.parquet", filesystem=self.fs, columns=columns)

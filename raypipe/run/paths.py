@@ -1,9 +1,13 @@
 """Paths and URIs: local folders and `pyarrow.fs` URIs (s3://, gs://) behave the same."""
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 
 import pyarrow.fs as pafs
+
+CHUNK = 4 << 20
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -36,3 +40,29 @@ def find_one(folder: str, suffix: str) -> str:
     if len(files) != 1:
         raise FileNotFoundError(f"expected one *{suffix} file in {folder!r}, found {files}")
     return files[0] if "://" not in folder else folder.split("://")[0] + "://" + files[0]
+
+
+def content_tag(fs: pafs.FileSystem, path: str) -> str:
+    """What a file holds, cheaply: an object store's ETag where it gives one; a Parquet file's
+    footer (its row groups' offsets, sizes and column statistics); else a BLAKE2 hash of the
+    bytes. Unlike (size, mtime), it changes when a file is rewritten in place."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_input_file(path) as f:
+            meta = {k.lower(): v for k, v in (f.metadata() or {}).items()}
+        tag = meta.get("etag") or meta.get("md5") or meta.get("crc32c")
+        if tag:
+            return f"etag:{tag.decode() if isinstance(tag, bytes) else tag}"
+    h = hashlib.blake2b(digest_size=16)
+    with fs.open_input_file(path) as f:
+        size = f.size()
+        if path.endswith(".parquet") and size >= 12:
+            f.seek(size - 8)
+            footer_len = struct.unpack("<i", f.read(4))[0]
+            if f.read(4) == b"PAR1" and 0 < footer_len <= size - 12:
+                f.seek(size - 8 - footer_len)
+                h.update(f.read(footer_len))
+                return f"footer:{h.hexdigest()}"
+            f.seek(0)
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return f"blake2b:{h.hexdigest()}"

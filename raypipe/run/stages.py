@@ -1,7 +1,8 @@
 """Resumable stages: each stage's output is kept under `<output>.stages/<stage>-<key>/`, where
 the key hashes what the stage is handed (its config sections, the keys of the stages it
-reads and, for the first stages, the input files' sizes and modification times) and the
-code version (a hash of the package's sources). A stage is finished when its
+reads and, for the first stages, each input file's size, time and content tag: ETag,
+Parquet footer or a hash of its bytes) and the code version (a hash of the package's
+sources). A stage is finished when its
 `_stage.json` is there (written last, so this holds on object stores too); a folder without it
 is what a killed run left, and is redone.
 
@@ -76,7 +77,11 @@ def key_part(value):
 def code_version() -> str:
     """A hash of the package's sources: a changed stage's code changes every stage key, so
     no stage written by other code is reused."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return sources_hash(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def sources_hash(root: str) -> str:
+    """A hash of the version and every .py file (path and bytes) under `root`."""
     h = hashlib.sha256(__version__.encode())
     for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
         h.update(os.path.relpath(path, root).encode())
@@ -86,14 +91,15 @@ def code_version() -> str:
 
 
 def fingerprint(uris) -> list:
-    """(uri, size, modification time) of each distinct input file: a changed input changes
-    the key of every stage that reads it."""
+    """(uri, size, modification time, content tag) of each distinct input file: a changed
+    input changes the key of every stage that reads it, even one rewritten in place with
+    the same size and time (paths.content_tag: ETag, Parquet footer or a hash)."""
     out = []
     for uri in sorted(set(uris)):
         fs, path = rio.resolve(uri)
         info = fs.get_file_info(path)
         mtime = info.mtime.isoformat() if info.mtime else None
-        out.append([uri, info.size, mtime])
+        out.append([uri, info.size, mtime, rio.content_tag(fs, path)])
     return out
 
 
@@ -137,8 +143,8 @@ class StageStore:
         the stage is handed (key_part), so a stage cannot read what its key leaves out."""
         key = self.key(name, inputs)
         folder = Folder(self.root.child(f"{name}-{key}"))
-        if folder.exists(STAGE_FILE):
-            rec = folder.read_json(STAGE_FILE)
+        rec = self._finished(folder)
+        if rec is not None:
             folder.tables = rec["tables"]
             self.timings.update(rec["seconds"])
             log.info("stage %s: reused (key %s, finished %s)", name, key, rec["finished_at"])
@@ -147,6 +153,21 @@ class StageStore:
             stage = self._build(name, key, folder, build, inputs)
         self.done[name] = stage
         return stage
+
+    @staticmethod
+    def _finished(folder: Folder) -> dict | None:
+        """The stage's record when it finished; None when it did not, or when its record
+        cannot be read (a crash mid-write on a filesystem without atomic renames)."""
+        if not folder.exists(STAGE_FILE):
+            return None
+        try:
+            rec = folder.read_json(STAGE_FILE)
+            if all(k in rec for k in ("tables", "seconds", "info", "finished_at")):
+                return rec
+        except (ValueError, UnicodeDecodeError):
+            pass
+        log.warning("stage %s: unreadable %s, redoing the stage", folder.uri, STAGE_FILE)
+        return None
 
     def _build(self, name: str, key: str, folder: Folder, build, inputs: dict) -> Stage:
         folder.delete()                  # what a killed run left, if anything

@@ -78,3 +78,15 @@ def test_a_run_reads_and_writes_s3_and_the_service_loads_it(s3, tmp_path, monkey
         answer = service.profile(row["user_id"])
         assert answer["segment"]["id"] == row["segment"]
         assert answer["version"] == service.version
+
+
+def test_an_object_rewritten_with_the_same_size_gets_a_new_content_tag(s3):
+    from raypipe.run.paths import content_tag
+    _, fs = s3
+    path = f"{BUCKET}/tags/events.csv"
+    with fs.open_output_stream(path) as f:
+        f.write(b"user_id,item_id,timestamp\nu1,a,1\n")
+    first = content_tag(fs, path)
+    with fs.open_output_stream(path) as f:
+        f.write(b"user_id,item_id,timestamp\nu1,b,1\n")
+    assert first.startswith("etag:") and content_tag(fs, path) != first

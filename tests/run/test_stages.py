@@ -50,6 +50,56 @@ def test_a_stage_without_its_marker_is_redone_and_force_redoes_all(tmp_path):
     assert not forced.reused and len(calls) == 3
 
 
+def test_an_unreadable_marker_redoes_the_stage_instead_of_failing_every_run(tmp_path):
+    calls, out = [], str(tmp_path / "run")
+    stage = StageStore(out, {}).run("a", build(calls, 3), k=1)
+    with open(os.path.join(stage.folder.path, STAGE_FILE), "w") as f:
+        f.write('{"name": "a", "tab')                          # cut off mid-write
+    redone = StageStore(out, {}).run("a", build(calls, 3), k=1)
+    assert not redone.reused and len(calls) == 2
+    assert StageStore(out, {}).run("a", build(calls, 3), k=1).reused
+    assert not [f for f in os.listdir(redone.folder.path) if ".tmp-" in f]
+
+
+def test_an_input_rewritten_with_the_same_size_and_time_changes_the_key(tmp_path):
+    from raypipe.events.sources import plan_tables
+    from raypipe.run.stages import InputFiles
+    csv, parquet = tmp_path / "e.csv", tmp_path / "e.parquet"
+    csv.write_text("user_id,item_id,timestamp\nu1,a,1\n")
+    pq.write_table(pa.table({"user_id": ["u1"], "item_id": ["a"], "timestamp": [1]}), parquet)
+
+    def key():
+        return StageStore.key("events", {"files": InputFiles(plan_tables(str(tmp_path)))})
+    before, stat = key(), {p: os.stat(p) for p in (csv, parquet)}
+    csv.write_text("user_id,item_id,timestamp\nu1,b,1\n")    # same size
+    pq.write_table(pa.table({"user_id": ["u1"], "item_id": ["b"], "timestamp": [1]}), parquet)
+    for p, st in stat.items():
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert os.path.getsize(p) == st.st_size
+    assert key() != before
+    csv_only = key()
+    pq.write_table(pa.table({"user_id": ["u1"], "item_id": ["a"], "timestamp": [1]}), parquet)
+    os.utime(parquet, ns=(stat[parquet].st_atime_ns, stat[parquet].st_mtime_ns))
+    assert key() != csv_only
+
+
+def test_a_changed_source_file_changes_the_code_version_and_so_every_key(tmp_path, monkeypatch):
+    import shutil
+
+    import raypipe
+    from raypipe.run import stages
+    root = tmp_path / "raypipe"
+    shutil.copytree(os.path.dirname(raypipe.__file__), root)
+    before = stages.sources_hash(str(root))
+    assert before == stages.code_version()
+    with open(root / "segments" / "kmeans.py", "a") as f:
+        f.write("\n# a changed line\n")
+    assert stages.sources_hash(str(root)) != before
+    key = StageStore.key("s", {"k": 1})
+    monkeypatch.setattr(stages, "code_version", lambda: "other")
+    assert StageStore.key("s", {"k": 1}) != key
+
+
 def test_prune_keeps_only_the_stages_of_the_last_run(tmp_path):
     out = str(tmp_path / "run")
     StageStore(out, {}).run("a", build([], 1), k=1)

@@ -202,16 +202,28 @@ class _DieAfterEpoch:
 
 
 @pytest.mark.slow
-def test_interrupted_training_resumes_and_continues_the_same_run(ray_session, tmp_path):
+def test_interrupted_training_resumes_on_the_same_data_and_starts_over_on_changed_data(
+        ray_session, tmp_path):
     from raypipe.jobs.training import train_encoder
     rows, types = planted(120)
     ds, items, events, held = _dataset(ray_session, rows, types)
     cfg = small_cfg(epochs=4, patience=4, cpus_per_worker=1)
-    # First attempt dies after its second epoch's checkpoint and may not retry, as when the
-    # driver is killed; the same command again resumes from that checkpoint.
-    with pytest.raises(Exception):
-        train_encoder(ds, N_ITEMS, TEXT, cfg, 10, str(tmp_path), "planted",
-                      max_failures=0, callbacks=(_DieAfterEpoch(2),))
+
+    def interrupted(data):
+        # The attempt dies after its second epoch's checkpoint and may not retry, as when
+        # the driver is killed.
+        with pytest.raises(Exception):
+            train_encoder(data, N_ITEMS, TEXT, cfg, 10, str(tmp_path), "planted",
+                          max_failures=0, callbacks=(_DieAfterEpoch(2),))
+    interrupted(ds)
+    # The log changed before the re-run (one user's last item), under the same data key
+    # and settings: training starts over instead of continuing the old run's checkpoint.
+    changed_rows = [r.copy() for r in rows]
+    changed_rows[0][-1] = (changed_rows[0][-1] + 1) % N_ITEMS
+    changed, *_ = _dataset(ray_session, changed_rows, types)
+    _, fresh = train_encoder(changed, N_ITEMS, TEXT, cfg, 10, str(tmp_path), "planted")
+    assert fresh["resumed_from_epoch"] == 0 and fresh["epochs"] == 4
+    # The same command on the same data resumes from the interrupted run's checkpoint.
     state, summary = train_encoder(ds, N_ITEMS, TEXT, cfg, 10, str(tmp_path), "planted")
     assert summary["resumed_from_epoch"] == 2
     plain_state, plain = _plain(items, events, held, cfg)
@@ -219,6 +231,7 @@ def test_interrupted_training_resumes_and_continues_the_same_run(ray_session, tm
         pytest.approx([h["valid_ndcg@10"] for h in plain["history"]], abs=1e-4)
     for name, value in plain_state.items():
         np.testing.assert_allclose(state[name].numpy(), value.numpy(), atol=2e-4, err_msg=name)
+    assert summary["run"] != fresh["run"]
 
 
 def test_an_encoder_file_from_before_the_temperature_keeps_dot_product_scores():
