@@ -28,10 +28,10 @@ DATA = os.path.join(HERE, "..", "..", "shared", "data")
 
 
 def item_texts(n: int) -> list[str]:
-    from raypipe.events import sources
+    from raypipe.events import readers, sources
     from raypipe.config import SourceConfig
     cfg = SourceConfig(kind="amazon-p5", input=os.path.join(DATA, "amazon-beauty"))
-    table = sources.read_items(sources.plan_items(cfg)[0], {}, cfg.text_columns)
+    table = readers.read_items(sources.plan_items(cfg)[0], {}, cfg.text_columns)
     texts = [t for t in table["text"].to_pylist() if t]
     return texts[:n]
 

@@ -58,10 +58,10 @@ def stages(cfg: PipelineConfig, requested: PipelineConfig, store: StageStore, rt
            truth: str | None) -> dict:
     """The stages in order, each handed what it reads -> {stage name: Stage}."""
     items = store.run("items", items_stage, source=cfg.source, clean=cfg.clean, rt=rt,
-                      files=InputFiles(sources.plan_items(cfg.source)))
+                      files=InputFiles.plan(sources.plan_items, cfg.source))
     events = store.run("events", events_stage, source=cfg.source, clean=cfg.clean,
                        sequences=cfg.sequences, holdout=cfg.eval.holdout == "last",
-                       files=InputFiles(sources.plan_events(cfg.source)), items=items,
+                       files=InputFiles.plan(sources.plan_events, cfg.source), items=items,
                        pseudonymizer=pseudonymizer(cfg.privacy.pseudonymize), rt=rt)
     embeddings = store.run("item_embeddings", embeddings_stage, embed=cfg.embed, items=items,
                            rt=rt)

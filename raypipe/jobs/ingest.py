@@ -8,13 +8,13 @@ import ray
 from ray.data.expressions import col
 
 from raypipe.events import clean
-from raypipe.events import sources
+from raypipe.events import readers, sources
 from raypipe.config import CleanConfig, SequenceConfig, SourceConfig
 from raypipe.jobs.runtime import fetch, resources, sorted_blocks, to_table
 from raypipe.run.artifacts import Folder
 from raypipe.run.privacy import Pseudonymizer
 from raypipe.run.stages import InputFiles, Runtime, Stage
-from raypipe.schema import QUARANTINE, REASON
+from raypipe.schema import QUARANTINE, REASON, RECORD
 from raypipe.events.sequences import build_sequences, holdout_last
 
 EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event_type", "_file", "_row"]
@@ -26,14 +26,18 @@ def _fragments(frags: list[sources.Fragment]):
 
 
 def _read_items(batch: pa.Table, mapping, text_columns) -> pa.Table:
-    return pa.concat_tables([sources.read_items(sources.Fragment(**f), mapping, text_columns)
+    return pa.concat_tables([readers.read_items(sources.Fragment(**f), mapping, text_columns)
                              for f in batch.to_pylist()])
 
 
 def _read_events(batch: pa.Table, mapping, kind, pseudonymizer) -> pa.Table:
-    t = pa.concat_tables([sources.read_events(sources.Fragment(**f), mapping, kind)
+    t = pa.concat_tables([readers.read_events(sources.Fragment(**f), mapping, kind)
                           for f in batch.to_pylist()])
-    return pseudonymizer.table(t) if pseudonymizer else t
+    if pseudonymizer is None:
+        return t
+    records = pseudonymizer.records(t[RECORD], mapping.get("user_id", "user_id"))
+    t = t.set_column(t.schema.get_field_index(RECORD), RECORD, records)
+    return pseudonymizer.table(t)
 
 
 def _tag(batch: pa.Table, known_items, strict: bool) -> pa.Table:
@@ -50,10 +54,13 @@ def _dedup(batch: pa.Table, strict: bool) -> pa.Table:
     return tagged
 
 
-def read_items(cfg: SourceConfig, strict: bool) -> tuple[pa.Table, pa.Table, dict]:
-    """Catalogue -> (items (item_id, text) sorted by id, quarantined rows, row counts)."""
+def read_items(cfg: SourceConfig, strict: bool, files: list | None = None,
+               not_read: list = ()) -> tuple[pa.Table, pa.Table, dict]:
+    """Catalogue -> (items (item_id, text) sorted by id, quarantined rows, row counts).
+    `files`: the source's planned fragments, when the caller has them."""
     mapping = sources.column_mapping(cfg)
-    ds = _fragments(sources.plan_items(cfg)).map_batches(
+    files = files or sources.plan_items(cfg)
+    ds = _fragments(files).map_batches(
         _read_items, batch_size=1, batch_format="pyarrow",
         fn_kwargs={"mapping": mapping, "text_columns": cfg.text_columns})
     raw = pa.concat_tables(ray.get(ds.to_arrow_refs()))
@@ -61,25 +68,23 @@ def read_items(cfg: SourceConfig, strict: bool) -> tuple[pa.Table, pa.Table, dic
     if strict:
         clean.raise_first_bad(tagged, "items")
     items = clean.kept_rows(tagged, ["item_id", "text"]).sort_by("item_id")
-    return items, clean.quarantine_rows(tagged, "items"), _counts(tagged)
+    counts = clean.row_counts(clean.tally(tagged), [f.uri for f in files], not_read)
+    return items, clean.quarantine_rows(tagged, "items"), counts
 
 
-def _counts(tagged: pa.Table) -> dict:
-    reasons = clean.count_reasons(tagged[REASON].combine_chunks())
-    quarantined = sum(reasons.values())
-    return {"read": tagged.num_rows, "kept": tagged.num_rows - quarantined,
-            "quarantined": quarantined, "reasons": reasons}
+def _tally(batch: pa.Table) -> pa.Table:
+    return clean.tally(batch)
 
 
 def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions: int,
-                pseudonymizer=None, frags: list | None = None):
+                pseudonymizer=None, frags: list | None = None, not_read: list = ()):
     """Event logs -> (kept events dataset, quarantined rows dataset, row counts).
     Exact duplicates are found after partitioning by user, so all of a user's rows meet.
     With a `pseudonymizer`, user ids are replaced as soon as they are read. `frags`: the
     source's planned fragments, when the caller has them."""
     mapping = sources.column_mapping(cfg)
     frags = frags or sources.plan_events(cfg)
-    sources.check_columns(frags[0], mapping)
+    sources.check_columns(frags, mapping)
     known = [ray.put(item_ids.combine_chunks() if isinstance(item_ids, pa.ChunkedArray)
                      else item_ids)]     # an Array: the is_in lookup takes it as is
     tagged = (_fragments(frags)
@@ -92,8 +97,8 @@ def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions:
               .map_batches(_dedup, batch_size=None, batch_format="pyarrow",
                            fn_kwargs={"strict": strict})
               .materialize())
-    reasons = to_table(tagged.select_columns([REASON]))[REASON].combine_chunks()
-    counts = _counts(pa.table({REASON: reasons}))
+    counts = clean.row_counts(to_table(tagged.map_batches(_tally, batch_format="pyarrow")),
+                              [f.uri for f in frags], not_read)
     kept = tagged.filter(expr=col(REASON).is_null()).select_columns(EVENT_COLUMNS)
     bad = tagged.filter(expr=col(REASON).is_not_null()).map_batches(
         clean.quarantine_rows, batch_format="pyarrow", fn_kwargs={"table": "events"})
@@ -135,7 +140,7 @@ def events_stage(out: Folder, source: SourceConfig, clean: CleanConfig,
     with rt.timed("clean"):
         catalogue = items.folder.read("_catalogue")
         events, bad, rows = read_events(source, catalogue["item_id"], clean.strict, parts,
-                                        pseudonymizer, files)
+                                        pseudonymizer, files, files.not_read)
         if rows["kept"] == 0:
             raise ValueError(f"no event survived cleaning: {rows}")
         out.dataset("quarantine", bad, QUARANTINE)

@@ -32,7 +32,7 @@ def items_stage(out: Folder, source: SourceConfig, clean: CleanConfig, files: In
                 rt: Runtime) -> dict:
     """Catalogue files -> `_catalogue` (items with an id and a text) and `quarantine`."""
     with rt.timed("items"):
-        items, bad, rows = ingest.read_items(source, clean.strict)
+        items, bad, rows = ingest.read_items(source, clean.strict, files, files.not_read)
         if items.num_rows == 0:
             raise ValueError(f"no catalogue item has an id and a text: {rows}")
         out.table("_catalogue", items)

@@ -17,8 +17,10 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
-def list_files(uri: str, extensions: tuple[str, ...]) -> tuple[pafs.FileSystem, list[str]]:
-    """All files under `uri` (or `uri` itself) whose name ends with one of `extensions`."""
+def list_files(uri: str, extensions: tuple[str, ...],
+               not_read: list | None = None) -> tuple[pafs.FileSystem, list[str]]:
+    """All files under `uri` (or `uri` itself) whose name ends with one of `extensions`.
+    The folder's other files go to `not_read`, as {file, why}, when a list is given."""
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
@@ -26,9 +28,22 @@ def list_files(uri: str, extensions: tuple[str, ...]) -> tuple[pafs.FileSystem, 
     if info.type == pafs.FileType.File:
         return fs, [path]
     selector = pafs.FileSelector(path, recursive=True)
-    files = sorted(i.path for i in fs.get_file_info(selector)
-                   if i.type == pafs.FileType.File and i.path.endswith(extensions)
-                   and not os.path.basename(i.path).startswith(("_", ".")))
+    files, skipped = [], []
+    for i in sorted(fs.get_file_info(selector), key=lambda i: i.path):
+        if i.type != pafs.FileType.File:
+            continue
+        name = os.path.basename(i.path)
+        if name.startswith(("_", ".")):
+            skipped.append({"file": i.path, "why": "hidden or marker file (name starts with "
+                                                    "'_' or '.')"})
+        elif not i.path.endswith(extensions):
+            suffix = name.split(".", 1)[1] if "." in name else "none"
+            skipped.append({"file": i.path, "why": f"not a format raypipe reads (suffix "
+                                                    f"{suffix!r})"})
+        else:
+            files.append(i.path)
+    if not_read is not None:
+        not_read += skipped
     if not files:
         raise FileNotFoundError(f"no {'/'.join(extensions)} files under {uri!r}")
     return fs, files

@@ -71,6 +71,27 @@ class Pseudonymizer:
                            for v in encoded.dictionary.to_pylist()], pa.string())
         return pc.take(hashed, encoded.indices)
 
+    def records(self, records, user_column: str) -> pa.Array:
+        """Raw records kept for the quarantine -> the same with the user's id pseudonymised
+        where the record is a JSON object holding it; a record the reader could not parse
+        (a raw line may hold a raw id anywhere) is replaced by its size only."""
+        out = []
+        for r in (records.to_pylist() if records is not None else []):
+            if r is None:
+                out.append(None)
+                continue
+            try:
+                obj = json.loads(r)
+            except (ValueError, RecursionError):
+                obj = None
+            if isinstance(obj, dict) and obj.get(user_column) is not None:
+                obj[user_column] = self.one(str(obj[user_column]))
+                out.append(json.dumps(obj, sort_keys=True))
+            else:
+                out.append(json.dumps({"redacted": "a raw record of a pseudonymised run",
+                                       "bytes": len(r.encode("utf-8", "surrogatepass"))}))
+        return pa.array(out, pa.string())
+
     def table(self, t: pa.Table, column: str = "user_id") -> pa.Table:
         if column not in t.column_names:
             return t

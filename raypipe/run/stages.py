@@ -104,10 +104,22 @@ def fingerprint(uris) -> list:
 
 
 class InputFiles(list):
-    """Planned input files (events.sources.Fragment): in a stage key, their fingerprint."""
+    """Planned input files (events.sources.Fragment) and the files of the input folder that
+    are not read ({file, why}): in a stage key, their fingerprint and the names not read."""
 
-    def stage_key(self) -> list:
-        return fingerprint(f.uri for f in self)
+    def __init__(self, fragments=(), not_read=()):
+        super().__init__(fragments)
+        self.not_read = list(not_read)
+
+    def stage_key(self) -> dict:
+        return {"read": fingerprint(f.uri for f in self),
+                "not_read": sorted(f["file"] for f in self.not_read)}
+
+    @classmethod
+    def plan(cls, planner, source) -> "InputFiles":
+        """`planner(source, not_read)` (events.sources.plan_events / plan_items) -> files."""
+        not_read: list = []
+        return cls(planner(source, not_read), not_read)
 
 
 @dataclasses.dataclass

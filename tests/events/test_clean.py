@@ -76,7 +76,8 @@ def test_quarantine_keeps_the_record_and_counts_add_up():
 
 def test_clean_items_first_text_wins_and_blank_text_is_quarantined():
     raw = pa.table({"item_id": ["a", "a", "b", None], "text": ["A1", "A2", "  ", "x"],
-                    "_file": ["c"] * 4, "_row": [1, 2, 3, 4]}, schema=RAW_ITEMS)
+                    "_file": ["c"] * 4, "_row": [1, 2, 3, 4], "_read_error": [None] * 4,
+                    "_record": [None] * 4}, schema=RAW_ITEMS)
     tagged = clean.clean_items(raw)
     assert tagged["_reason"].to_pylist() == [None, "duplicate_item_id", "missing_text",
                                              "missing_item_id"]

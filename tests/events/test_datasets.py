@@ -4,14 +4,14 @@ import os
 import pyarrow.compute as pc
 import pytest
 
-from raypipe.events import sources
+from raypipe.events import readers, sources
 from raypipe.config import SourceConfig
 
 
 def read_all(cfg):
     mapping = sources.column_mapping(cfg)
-    events = [sources.read_events(f, mapping, cfg.kind) for f in sources.plan_events(cfg)]
-    items = [sources.read_items(f, mapping, cfg.text_columns) for f in sources.plan_items(cfg)]
+    events = [readers.read_events(f, mapping, cfg.kind) for f in sources.plan_events(cfg)]
+    items = [readers.read_items(f, mapping, cfg.text_columns) for f in sources.plan_items(cfg)]
     return events[0], items[0]
 
 

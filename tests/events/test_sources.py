@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raypipe.events import sources
+from raypipe.events import readers, sources
 from raypipe.config import SourceConfig
 
 
@@ -19,7 +19,7 @@ def test_tables_in_each_format_read_with_provenance(tmp_path):
                    tmp_path / "c.parquet")
     frags = sources.plan_tables(str(tmp_path))
     assert [f.fmt for f in frags] == ["csv", "jsonl", "parquet"]
-    tables = [sources.read_events(f, {"user_id": "uid"}, "events") for f in frags]
+    tables = [readers.read_events(f, {"user_id": "uid"}, "events") for f in frags]
     t = pa.concat_tables(tables)
     assert t.schema == sources.RAW_EVENTS
     assert t["user_id"].to_pylist() == ["u1", "u2", "7", None, "1", None]
@@ -32,8 +32,8 @@ def test_missing_required_columns_fail_naming_them(tmp_path):
     (tmp_path / "a.csv").write_text("user,item_id\nu1,i1\n")
     frag = sources.plan_tables(str(tmp_path))[0]
     with pytest.raises(ValueError, match=r"missing required columns \['user_id', 'timestamp'\]"):
-        sources.check_columns(frag, {})
-    sources.check_columns(frag, {"user_id": "user", "timestamp": "item_id"})
+        sources.check_columns([frag], {})
+    sources.check_columns([frag], {"user_id": "user", "timestamp": "item_id"})
 
 
 def test_catalogue_text_joined_from_title_category_brand(tmp_path):
@@ -41,7 +41,7 @@ def test_catalogue_text_joined_from_title_category_brand(tmp_path):
                              "category": ["camping", None], "brand": ["Acme", None]}),
                    tmp_path / "items.parquet")
     frag = sources.plan_tables(str(tmp_path / "items.parquet"))[0]
-    items = sources.read_items(frag, {}, ("title", "category", "brand"))
+    items = readers.read_items(frag, {}, ("title", "category", "brand"))
     assert items["text"].to_pylist() == ["Tent. camping. Acme", None]
 
 
@@ -50,9 +50,9 @@ def test_amazon_p5_format(tmp_path):
         'org_id remap_id title\nB1 0 "Nail &amp; Polish, Red"\nB2 1 "Cream"\n')
     (tmp_path / "test.txt").write_text("0 0 1\n1 1\n")
     cfg = SourceConfig(kind="amazon-p5", input=str(tmp_path))
-    items = sources.read_items(sources.plan_items(cfg)[0], {}, ())
+    items = readers.read_items(sources.plan_items(cfg)[0], {}, ())
     assert items["text"].to_pylist() == ["Nail & Polish, Red", "Cream"]
-    ev = sources.read_events(sources.plan_events(cfg)[0], {}, "amazon-p5")
+    ev = readers.read_events(sources.plan_events(cfg)[0], {}, "amazon-p5")
     assert ev["user_id"].to_pylist() == ["0", "0", "1"]
     assert ev["item_id"].to_pylist() == ["0", "1", "1"]
     assert ev["timestamp"].to_pylist() == ["0", "1", "0"]
@@ -64,10 +64,10 @@ def test_recbole_format(tmp_path):
     (tmp_path / "S.test.inter").write_text(
         "user_id:token\titem_id_list:token_seq\titem_id:token\n0\t1 0\t1\n")
     cfg = SourceConfig(kind="recbole", input=str(tmp_path))
-    items = sources.read_items(sources.plan_items(cfg)[0], {}, ())
+    items = readers.read_items(sources.plan_items(cfg)[0], {}, ())
     assert items.select(["item_id", "text"]).to_pylist() == [
         {"item_id": "0", "text": "Saw blade."}, {"item_id": "1", "text": "Glue"}]
-    ev = sources.read_events(sources.plan_events(cfg)[0], {}, "recbole")
+    ev = readers.read_events(sources.plan_events(cfg)[0], {}, "recbole")
     assert ev["item_id"].to_pylist() == ["1", "0", "1"]
 
 
@@ -79,9 +79,9 @@ def test_online_retail_unknown_customer_is_null_and_items_most_frequent_first(tm
         "CustomerID": [17850.0, 0.0, 12.0], "Country": ["UK"] * 3}), tmp_path / "r.parquet")
     cfg = SourceConfig(kind="online-retail", input=str(tmp_path / "r.parquet"))
     mapping = sources.column_mapping(cfg)
-    ev = sources.read_events(sources.plan_events(cfg)[0], mapping, "online-retail")
+    ev = readers.read_events(sources.plan_events(cfg)[0], mapping, "online-retail")
     assert ev["user_id"].to_pylist() == ["17850", None, "12"]
     assert ev["price"].to_pylist() == [1.0, 0.0, 2.0]
-    items = sources.read_items(sources.plan_items(cfg)[0], mapping, ())
+    items = readers.read_items(sources.plan_items(cfg)[0], mapping, ())
     assert items.select(["item_id", "text"]).to_pylist() == [
         {"item_id": "A", "text": "MUG"}, {"item_id": "A", "text": "CUP"}]
