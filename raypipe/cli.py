@@ -48,6 +48,8 @@ def _serve_parser(sub):
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--allow-anonymous", action="store_true",
+                   help="serve without an API key on a non-loopback --host (otherwise refused)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a serve.app.ServeArgs field, e.g. max_events=200 (repeatable)")
     p.add_argument("--address", help="Ray cluster address ('auto' on a cluster node)")
@@ -180,12 +182,27 @@ def _serve(args) -> int:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of "
                              f"{sorted(ServeArgs.model_fields)}")
         fields[key] = yaml.safe_load(value)
+    if args.allow_anonymous:
+        fields["allow_anonymous"] = True
     serve_args = ServeArgs(artifacts=args.artifacts, **fields)
+    from serve.api import check_exposure, read_api_key
+    try:                  # before anything starts: no key on an open address is refused
+        check_exposure(read_api_key(serve_args.api_key_env, serve_args.api_key_file_env),
+                       args.host, serve_args.allow_anonymous)
+    except PermissionError as exc:
+        print(f"raypipe: error: {exc}", file=sys.stderr)
+        return 2
     use_fast_path_env()
     runtime.start(args.address, args.num_cpus)
     serve.start(http_options={"host": args.host, "port": args.port})
     try:
-        serve.run(app_builder(serve_args), name="raypipe", route_prefix="/")
+        try:
+            app = app_builder(serve_args)
+        except PermissionError as exc:          # no key on an open address
+            print(f"raypipe: error: {exc}", file=sys.stderr)
+            serve.shutdown()
+            return 2
+        serve.run(app, name="raypipe", route_prefix="/")
         direct = os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "30000")
         print(f"raypipe: serving {args.artifacts} at http://{args.host}:{args.port} "
               f"(API docs at /docs); each replica also answers directly on its own port "

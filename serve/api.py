@@ -22,7 +22,8 @@ from serve.schemas import (MAX_EVENTS, MAX_K, Health, Problem, Profile, Recommen
 
 log = logging.getLogger("raypipe.serve")
 API_KEY_HEADER = "X-API-Key"
-STATUS = {"not_found": 404, "invalid": 422}
+STATUS = {"not_found": 404, "invalid": 422, "unavailable": 503}
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,35 @@ class Limits:
     max_events: int = 500           # events per POST /v1/recommendations
     max_body_bytes: int = 1 << 20   # request body size
     max_k: int = MAX_K
+    max_item_texts: int = 100       # new items' texts per POST /v1/recommendations
+
+
+def is_loopback(host: str | None) -> bool:
+    return host is not None and (host in LOOPBACK or host.startswith("127."))
+
+
+def check_exposure(api_key: str | None, host: str | None, allow_anonymous: bool) -> None:
+    """Fail closed: with no API key the service listens on loopback only, unless anonymous
+    access is asked for by name; `host` None (not known) counts as exposed."""
+    if api_key is None and not allow_anonymous and not is_loopback(host):
+        raise PermissionError(
+            f"no API key is set (RAYPIPE_API_KEY or RAYPIPE_API_KEY_FILE) and the service "
+            f"would listen on {host or 'an address it cannot check'}: every user's profile "
+            f"would be open to anyone who reaches it. Set a key, listen on 127.0.0.1, or "
+            f"allow anonymous access explicitly (raypipe serve --allow-anonymous; "
+            f"args.allow_anonymous: true in serve/config.yaml).")
+
+
+def key_matches(given: str | None, api_key: str) -> bool:
+    """Constant-time comparison as bytes: a header of any characters is a wrong key, never
+    an error (headers arrive decoded as Latin-1)."""
+    if not given:
+        return False
+    try:
+        raw = given.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = given.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(raw, api_key.encode("utf-8"))
 
 
 def read_api_key(env: str = "RAYPIPE_API_KEY", file_env: str = "RAYPIPE_API_KEY_FILE"
@@ -105,7 +135,7 @@ def build_api(backend, api_key: str | None, limits: Limits = Limits()) -> FastAP
                           description="required when the service has an API key")
 
     async def authorized(key: str | None = Depends(header)):
-        if api_key is not None and not (key and hmac.compare_digest(key, api_key)):
+        if api_key is not None and not key_matches(key, api_key):
             raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header",
                                 headers={"WWW-Authenticate": API_KEY_HEADER})
 
@@ -149,6 +179,9 @@ def build_api(backend, api_key: str | None, limits: Limits = Limits()) -> FastAP
                                      f"{limits.max_events} per request")
         if body.k > limits.max_k:
             raise HTTPException(422, f"k={body.k}; at most {limits.max_k}")
+        if len(body.item_texts) > limits.max_item_texts:
+            raise HTTPException(422, f"{len(body.item_texts)} item texts; at most "
+                                     f"{limits.max_item_texts} per request")
         events = [{"item_id": e.item_id, "event_type": e.event_type,
                    "timestamp": e.timestamp.isoformat() if hasattr(e.timestamp, "isoformat")
                    else e.timestamp} for e in body.events]
@@ -191,7 +224,7 @@ class LocalBackend:
 
     async def sequence(self, events, item_texts, user_id, k, strategy):
         def run():
-            plan = self.service.plan(events, item_texts, user_id)
+            plan = self.service.plan(events, item_texts, user_id, strategy)
             vectors = self.embed(plan.texts, plan.max_lengths) if plan.texts else None
             return self.service.answer(plan, vectors, k, strategy)
         return guarded(run)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve.api import Limits, build_api, guarded, read_api_key
+from serve.api import Limits, build_api, check_exposure, guarded, read_api_key
 from serve.settings import deployment_options
 
 log = logging.getLogger("ray.serve")
@@ -69,6 +69,23 @@ class ServeArgs(BaseModel):
     max_events: int = Field(500, ge=1, le=1000)
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_k: int = Field(100, ge=1, le=100)
+    max_item_texts: int = Field(100, ge=0, le=1000, description="new items' texts per request")
+    embed_timeout_s: float = Field(10.0, gt=0, description="longest wait for the text model; "
+                                                           "then 503")
+    allow_anonymous: bool = Field(False, description="serve without an API key on a "
+                                                     "non-loopback address")
+
+
+def serve_host() -> str | None:
+    """The address Ray Serve's HTTP proxy listens on, from its controller; None when it
+    cannot be asked (then the service counts as exposed)."""
+    try:
+        import ray
+        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        return ray.get(controller.get_http_config.remote(), timeout=30).host
+    except Exception:       # noqa: BLE001 - private API; fail closed
+        return None
 
 
 # Deployment options (replicas, autoscaling, limits) live in serve/config.yaml only; the
@@ -107,11 +124,13 @@ class Recommender:
     def __init__(self, embedder: DeploymentHandle, args: dict):
         self.embedder, self.args, self.service = embedder, ServeArgs(**args), None
         self.api_key = read_api_key(self.args.api_key_env, self.args.api_key_file_env)
+        check_exposure(self.api_key, serve_host(), self.args.allow_anonymous)
         log.info("raypipe: API key %s", "required" if self.api_key else "not required")
 
     def __serve_build_asgi_app__(self):
         a = self.args
-        return build_api(self, self.api_key, Limits(a.max_events, a.max_body_bytes, a.max_k))
+        return build_api(self, self.api_key, Limits(a.max_events, a.max_body_bytes, a.max_k,
+                                                    a.max_item_texts))
 
     async def reconfigure(self, config: dict) -> None:
         """user_config {"artifacts": URI}: load that run (off the event loop, so requests go
@@ -139,13 +158,24 @@ class Recommender:
 
     async def sequence(self, events, item_texts, user_id, k, strategy) -> dict:
         service = self.service       # one version answers the whole request
-        plan = guarded(lambda: {"plan": service.plan(events, item_texts, user_id)})
+        plan = guarded(lambda: {"plan": service.plan(events, item_texts, user_id, strategy)})
         if "error" in plan:
             return plan
         plan = plan["plan"]
-        vectors = await self.embedder.encode.remote(plan.texts, plan.max_lengths) \
-            if plan.texts else None
+        vectors = None
+        if plan.texts:
+            response = self.embedder.encode.remote(plan.texts, plan.max_lengths)
+            try:
+                vectors = await asyncio.wait_for(_awaited(response), self.args.embed_timeout_s)
+            except asyncio.TimeoutError:
+                response.cancel()
+                return {"error": "unavailable", "detail": "the text model did not answer in "
+                                                          f"{self.args.embed_timeout_s} s"}
         return guarded(service.answer, plan, vectors, k, strategy)
+
+
+async def _awaited(response):
+    return await response
 
 
 def _embedder_gpus(args: ServeArgs) -> float:
@@ -161,6 +191,8 @@ def app_builder(args: ServeArgs) -> serve.Application:
     replicas in place; changing `args` redeploys everything."""
     from raypipe.run.artifacts import read_manifest
     args = args if isinstance(args, ServeArgs) else ServeArgs(**args)
+    check_exposure(read_api_key(args.api_key_env, args.api_key_file_env), serve_host(),
+                   args.allow_anonymous)
     embed = read_manifest(args.artifacts)["config"]["embed"]
     model = args.model or embed["model"]
     gpus = _embedder_gpus(args)

@@ -138,10 +138,13 @@ class ProfileService:
     # ---- fresh sequences ---------------------------------------------------------------
 
     def plan(self, events: list[dict], item_texts: dict[str, str] | None = None,
-             user_id: str | None = None) -> Plan:
+             user_id: str | None = None, strategy: str | None = None) -> Plan:
         """Events ({item_id, event_type, timestamp}) -> a Plan, cleaned, deduplicated and
         truncated as the batch job does. Items outside the catalogue count only when their
-        text is given in `item_texts`; the others are left out and listed."""
+        text is given in `item_texts`; the others are left out and listed. `strategy`, when
+        given, is checked first, before anything is embedded for the request."""
+        if strategy is not None:
+            self.check_strategy(strategy)
         if not events:
             raise BadRequest("no events: give at least one {item_id, event_type, timestamp}")
         item_texts = {i: t for i, t in (item_texts or {}).items()
@@ -201,11 +204,14 @@ class ProfileService:
 
     # ---- shared by both --------------------------------------------------------------
 
-    def _recommend(self, user_id, query, rows, event_types, space, segment, k, strategy,
-                   item_segment):
+    def check_strategy(self, strategy: str) -> None:
         if strategy not in self.cfg.recommend.strategies:
             raise BadRequest(f"strategy {strategy!r} is not one of this run's "
                              f"{list(self.cfg.recommend.strategies)}")
+
+    def _recommend(self, user_id, query, rows, event_types, space, segment, k, strategy,
+                   item_segment):
+        self.check_strategy(strategy)
         exclude = purchased(rows, event_types, self.cfg.recommend.exclude_purchased)
         interests = interest_queries(rows, event_types, item_segment, space, len(self.centroids),
                                      self.cfg.profiles.top_interests, self.cfg.user,

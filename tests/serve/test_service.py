@@ -109,3 +109,7 @@ def test_refusals_name_the_problem(run):
                       {"item_id": service.item_ids[1], "timestamp": "yesterday"}])
     with pytest.raises(BadRequest, match="usable items"):
         service.plan([{"item_id": "unheard-of", "timestamp": 1}])
+    # The strategy is checked first, before anything of the request is embedded.
+    events = [{"item_id": service.item_ids[i], "timestamp": i} for i in range(3)]
+    with pytest.raises(BadRequest, match="strategy 'nope'"):
+        service.plan(events, {"brand-new": "a text to embed"}, None, "nope")

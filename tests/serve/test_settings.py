@@ -14,7 +14,7 @@ def test_code_defaults_agree_with_the_config():
         if name != "artifacts":
             assert defaults[name] == value, name
     limits = dataclasses.asdict(Limits())
-    for name in ("max_events", "max_body_bytes"):
+    for name in ("max_events", "max_body_bytes", "max_item_texts"):
         assert limits[name] == args[name], name
 
 
@@ -25,6 +25,7 @@ def test_the_builder_applies_the_config_deployment_options():
         assert options["autoscaling_config"]["max_replicas"] >= 1
         applied = deployment.options(**options)
         assert applied.max_ongoing_requests == options["max_ongoing_requests"]
+        assert applied.max_queued_requests == options["max_queued_requests"] > 0
         auto = applied._deployment_config.autoscaling_config
         assert auto.max_replicas == options["autoscaling_config"]["max_replicas"]
         assert auto.target_ongoing_requests == options["autoscaling_config"][
