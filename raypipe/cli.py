@@ -7,6 +7,7 @@ import logging
 import sys
 
 from raypipe.config import SOURCES, SyntheticConfig, apply_overrides, load_config
+from raypipe.run.lock import OutputLocked
 
 
 def _run_parser(sub):
@@ -133,9 +134,15 @@ def main(argv=None) -> int:
         if args.command == "segments":
             return _export(args)
         return _run(args)
+    except OutputLocked as exc:        # another writer holds the output: try again later
+        print(f"raypipe: error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except (ValueError, FileNotFoundError) as exc:
         print(f"raypipe: error: {exc}", file=sys.stderr)
         return 2
+
+
+EXIT_LOCKED = 75                       # EX_TEMPFAIL: the output is locked by another writer
 
 
 def _generate(args) -> int:

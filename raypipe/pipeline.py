@@ -21,6 +21,7 @@ from raypipe.jobs.outputs import outputs_stage
 from raypipe.jobs.segments import segments_stage
 from raypipe.jobs.users import users_stage
 from raypipe.run.artifacts import MANIFEST, ArtifactWriter, clear_leftovers
+from raypipe.run.lock import OutputLock
 from raypipe.run.manifest import build_manifest
 from raypipe.run.privacy import pseudonymizer
 from raypipe.run.stages import InputFiles, Runtime, StageStore
@@ -32,6 +33,11 @@ log = logging.getLogger("raypipe")
 def run(cfg: PipelineConfig, force: bool = False) -> dict:
     """Run every stage, reusing the ones an earlier run of the same inputs finished
     (`force` redoes them all); return the manifest of the written artifacts."""
+    with OutputLock(cfg.output, "run"):
+        return _run(cfg, force)
+
+
+def _run(cfg: PipelineConfig, force: bool) -> dict:
     runtime.start(cfg.address, cfg.num_cpus)
     requested, (cfg, truth) = cfg, prepare_source(cfg)
     for path in clear_leftovers(cfg.output):

@@ -127,6 +127,18 @@ class BodyLimit:
         await response({"type": "http"}, None, send)
 
 
+def check_limits(body: SequenceRequest, limits: Limits) -> None:
+    """A posted sequence over the service's limits is refused before any work."""
+    if len(body.events) > min(limits.max_events, MAX_EVENTS):
+        raise HTTPException(422, f"{len(body.events)} events; at most "
+                                 f"{limits.max_events} per request")
+    if body.k > limits.max_k:
+        raise HTTPException(422, f"k={body.k}; at most {limits.max_k}")
+    if len(body.item_texts) > limits.max_item_texts:
+        raise HTTPException(422, f"{len(body.item_texts)} item texts; at most "
+                                 f"{limits.max_item_texts} per request")
+
+
 def build_api(backend, api_key: str | None, limits: Limits = Limits()) -> FastAPI:
     """-> the FastAPI app; `backend` has async profile, recommend, sequence and info."""
     api = FastAPI(title="raypipe", version="1",
@@ -174,14 +186,7 @@ def build_api(backend, api_key: str | None, limits: Limits = Limits()) -> FastAP
     @api.post("/v1/recommendations", response_model=SequenceAnswer, dependencies=secured,
               responses=errors, tags=["sequences"])
     async def sequence(body: SequenceRequest):
-        if len(body.events) > min(limits.max_events, MAX_EVENTS):
-            raise HTTPException(422, f"{len(body.events)} events; at most "
-                                     f"{limits.max_events} per request")
-        if body.k > limits.max_k:
-            raise HTTPException(422, f"k={body.k}; at most {limits.max_k}")
-        if len(body.item_texts) > limits.max_item_texts:
-            raise HTTPException(422, f"{len(body.item_texts)} item texts; at most "
-                                     f"{limits.max_item_texts} per request")
+        check_limits(body, limits)
         events = [{"item_id": e.item_id, "event_type": e.event_type,
                    "timestamp": e.timestamp.isoformat() if hasattr(e.timestamp, "isoformat")
                    else e.timestamp} for e in body.events]

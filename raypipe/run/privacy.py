@@ -126,7 +126,13 @@ def _record_user(record: str | None):
 def forget(artifacts: str, user_id: str) -> dict:
     """Remove `user_id` (a raw id; mapped with the key when the run is pseudonymised) from
     every table of the run at `artifacts`. -> {table: rows removed}. Raises ValueError when
-    the run does not know the user."""
+    the run does not know the user. Holds the output's lock (run/lock.py) while it writes."""
+    from raypipe.run.lock import OutputLock
+    with OutputLock(artifacts, "forget"):
+        return _forget(artifacts, user_id)
+
+
+def _forget(artifacts: str, user_id: str) -> dict:
     from raypipe.run.artifacts import MANIFEST, ArtifactWriter, Folder, read_manifest
     manifest = read_manifest(artifacts)
     stored = stored_id(manifest, user_id)

@@ -90,3 +90,17 @@ def test_an_object_rewritten_with_the_same_size_gets_a_new_content_tag(s3):
     with fs.open_output_stream(path) as f:
         f.write(b"user_id,item_id,timestamp\nu1,b,1\n")
     assert first.startswith("etag:") and content_tag(fs, path) != first
+
+
+def test_the_output_lock_on_s3_is_a_conditional_put(s3, monkeypatch):
+    from raypipe.run.lock import OutputLock, OutputLocked
+    env, fs = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    out = f"s3://{BUCKET}/locked/artifacts"
+    with OutputLock(out, "run"):
+        assert fs.get_file_info(f"{BUCKET}/locked/artifacts.lock").size > 0
+        with pytest.raises(OutputLocked, match="being written by `raypipe run`"):
+            OutputLock(out, "forget").acquire()
+    with OutputLock(out, "forget"):
+        pass
