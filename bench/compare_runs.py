@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pyarrow.parquet as pq
+from raypipe.run.versions import current_run
 
 TABLES = {  # table -> (sort keys, float columns compared within atol)
     "profiles": (["user_id"], ["distance", "confidence", "interest_weights"]),
@@ -36,7 +37,7 @@ def _diff(p, q) -> float:
 
 
 def compare_table(a_dir: str, b_dir: str, name: str, atol: float) -> dict:
-    path_a, path_b = (os.path.join(d, f"{name}.parquet") for d in (a_dir, b_dir))
+    path_a, path_b = (os.path.join(current_run(d), f"{name}.parquet") for d in (a_dir, b_dir))
     if not (os.path.exists(path_a) and os.path.exists(path_b)):
         return {"present": [os.path.exists(path_a), os.path.exists(path_b)]}
     keys, floats = TABLES[name]
@@ -59,7 +60,7 @@ def compare_table(a_dir: str, b_dir: str, name: str, atol: float) -> dict:
 
 
 def manifest_part(d: str) -> dict:
-    with open(os.path.join(d, "manifest.json")) as f:
+    with open(os.path.join(current_run(d), "manifest.json")) as f:
         m = json.load(f)
     blend = {k: v for k, v in (m.get("blend") or {}).items() if k != "grid"}
     enc = m.get("encoder") or {}

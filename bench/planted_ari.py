@@ -13,11 +13,12 @@ import sys
 
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
+from raypipe.run.versions import current_run
 
 
 def main(data: str, artifacts: str) -> None:
     truth = pd.read_parquet(os.path.join(data, "users.parquet"))
-    found = pd.read_parquet(os.path.join(artifacts, "profiles.parquet"),
+    found = pd.read_parquet(os.path.join(current_run(artifacts), "profiles.parquet"),
                             columns=["user_id", "segment"])
     merged = found.merge(truth, on="user_id")
     ari = adjusted_rand_score(merged.true_segment, merged.segment)

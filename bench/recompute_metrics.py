@@ -11,9 +11,11 @@ import os
 import sys
 
 import pandas as pd
+from raypipe.run.versions import current_run
 
 
 def recompute(folder: str, ks=(10, 20)) -> dict:
+    folder = current_run(folder)
     seqs = pd.read_parquet(os.path.join(folder, "sequences.parquet"),
                            columns=["user_id", "target_item", "too_short"])
     users = seqs[~seqs.too_short & seqs.target_item.notna()]
@@ -33,7 +35,7 @@ def recompute(folder: str, ks=(10, 20)) -> dict:
 
 def main(folder: str) -> None:
     got = recompute(folder)
-    with open(os.path.join(folder, "metrics.json")) as f:
+    with open(os.path.join(current_run(folder), "metrics.json")) as f:
         written = json.load(f)["strategies"]
     equal = all(written[s] == m for s, m in got.items())
     print(json.dumps({"artifacts": folder, "recomputed": got, "equal_to_manifest": equal}))

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from raypipe.run.artifacts import read_manifest
 
 BIN = os.path.dirname(sys.executable)
 GIB = 1024 ** 3
@@ -140,8 +141,7 @@ def run_size(events: int, work: str, extra: list[str]) -> dict:
     spilled = [int(m) for m in re.findall(r"Spilled (\d+) MiB", text)]
     if code != 0:
         raise SystemExit(f"run at {events} events failed; see {work}/run-{events}.log")
-    with open(f"{out}/manifest.json") as f:
-        manifest = json.load(f)
+    manifest = read_manifest(out)
     return {"events": events, "users": users, "items": items,
             "profiled": manifest["users"]["profiled"], "wall_s": round(wall, 1),
             "generate_s": round(generate_s, 1), "seconds": manifest["seconds"],

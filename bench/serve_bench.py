@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from raypipe.run.versions import current_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -192,9 +193,9 @@ def run_plain(args, files) -> dict:
 
 def request_files(artifacts: str, folder: str) -> dict:
     """Known users' GETs and POSTs of their histories, shuffled, as JSON files."""
-    profiles = pd.read_parquet(f"{artifacts}/profiles.parquet", columns=["user_id"])
+    profiles = pd.read_parquet(f"{current_run(artifacts)}/profiles.parquet", columns=["user_id"])
     users = profiles.user_id.sample(min(2000, len(profiles)), random_state=0).tolist()
-    seqs = pd.read_parquet(f"{artifacts}/sequences.parquet").set_index("user_id").loc[users]
+    seqs = pd.read_parquet(f"{current_run(artifacts)}/sequences.parquet").set_index("user_id").loc[users]
     gets = [("GET", f"/v1/users/{u}/recommendations?k=10&strategy=blend", None)
             for u in users]
     posts = [("POST", "/v1/recommendations",
@@ -227,7 +228,7 @@ def main() -> None:
     args = p.parse_args()
     if args.drive:
         return drive_main(args)
-    if not os.path.exists(os.path.join(args.artifacts, "manifest.json")):
+    if not os.path.exists(os.path.join(current_run(args.artifacts), "manifest.json")):
         sys.exit(f"no finished run at {args.artifacts!r}: run `make run` first or pass "
                  "--artifacts")
     args.artifacts = os.path.abspath(args.artifacts)

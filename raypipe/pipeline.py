@@ -20,11 +20,12 @@ from raypipe.jobs.items import embeddings_stage, groups_stage, items_stage
 from raypipe.jobs.outputs import outputs_stage
 from raypipe.jobs.segments import segments_stage
 from raypipe.jobs.users import users_stage
-from raypipe.run.artifacts import MANIFEST, ArtifactWriter, clear_leftovers
+from raypipe.run.artifacts import MANIFEST, clear_leftovers
 from raypipe.run.lock import OutputLock
 from raypipe.run.manifest import build_manifest
 from raypipe.run.privacy import pseudonymizer
 from raypipe.run.stages import InputFiles, Runtime, StageStore
+from raypipe.run.versions import ArtifactWriter
 from raypipe.vectors.users import model_sections, training_sections
 
 log = logging.getLogger("raypipe")

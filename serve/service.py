@@ -29,6 +29,7 @@ from raypipe.recommend.inputs import (interest_queries, purchased,
                                       segment_rankings_from_table)
 from raypipe.recommend.recommender import Recommender
 from raypipe.run.artifacts import read_table
+from raypipe.run.versions import current_run, verify
 from raypipe.run.privacy import Pseudonymizer, load_key, stored_id
 from raypipe.schema import REASON
 from raypipe.segments.profiles import COUNTS, profile_table
@@ -46,8 +47,11 @@ class ProfileService:
     `answer`."""
 
     def __init__(self, artifacts: str):
-        raw = read_bytes(artifacts, "manifest.json")
+        run = current_run(artifacts)         # the version LATEST names, read whole
+        raw = read_bytes(run, "manifest.json")
         self.uri, self.manifest, self.version = artifacts, json.loads(raw), artifact_version(raw)
+        self.run = run
+        verify(run, self.manifest)           # a half-copied version is refused here
         missing = {"segment_items", "profiles", "user_embeddings"} - set(self.manifest["tables"])
         if missing:
             raise ValueError(f"{artifacts}: no {sorted(missing)} table; these artifacts come "
@@ -57,8 +61,8 @@ class ProfileService:
         if (self.manifest.get("privacy") or {}).get("pseudonymized"):
             stored_id(self.manifest, "")          # refuses a key that is not the run's
             self._pseudonym = Pseudonymizer(load_key())
-        self._load_items(artifacts)
-        self._load_users(artifacts)
+        self._load_items(run)
+        self._load_users(run)
 
     def _load_items(self, uri: str) -> None:
         items = read_table(uri, "items")

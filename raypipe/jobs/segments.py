@@ -12,6 +12,7 @@ from raypipe.config import KMeansConfig
 from raypipe.jobs.kmeans_tasks import RayShards
 from raypipe.run.artifacts import MANIFEST, Folder
 from raypipe.run.stages import Runtime, Stage
+from raypipe.run.versions import current_run
 from raypipe.segments import ids
 from raypipe.segments.kmeans import KMeans
 
@@ -31,7 +32,7 @@ def previous_centroids(ref: str, enabled: bool, shape: tuple) -> dict:
     there is none to match, {reference: None, note: why}."""
     if not enabled:
         return {"reference": None, "note": "kmeans.stable_ids is off"}
-    prev = Folder(ref)
+    prev = Folder(current_run(ref))
     if not (prev.exists(MANIFEST) and prev.exists("centroids.parquet")):
         return {"reference": None, "note": f"no previous run at {ref}: ids are K-means'"}
     old = to_numpy(prev.read("centroids").sort_by("segment")["vector"])

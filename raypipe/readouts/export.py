@@ -11,6 +11,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raypipe.run.artifacts import MANIFEST, Folder
+from raypipe.run.versions import current_run
 
 COLUMNS = ["user_id", "segment", "confidence", "distance", "history_length", "n_events"]
 
@@ -18,7 +19,7 @@ COLUMNS = ["user_id", "segment", "confidence", "distance", "history_length", "n_
 def segment_users(artifacts: str, segment: int, min_confidence: float = 0.0) -> pa.Table:
     """Profiles of the users in `segment` (confidence >= min_confidence), most confident
     first."""
-    art = Folder(artifacts)
+    art = Folder(current_run(artifacts))
     manifest = json.loads(art.read_bytes(MANIFEST))
     n = manifest["kmeans"]["n_clusters"]
     if not 0 <= segment < n:

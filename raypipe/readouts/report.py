@@ -22,6 +22,7 @@ from raypipe.arrays import to_numpy
 from raypipe.readouts.charts import (CSS, bar_chart, color, esc, funnel_chart, ratio,
                                      scatter, table)
 from raypipe.run.artifacts import MANIFEST, Folder
+from raypipe.run.versions import current_run
 from raypipe.schema import EVENT_TYPES
 
 MAP_SAMPLE = 3000
@@ -128,7 +129,7 @@ def _group_names(items: pa.Table) -> dict[int, str]:
 def write(artifacts: str, out: str | None = None) -> str:
     """Write report.html into the artifacts folder (or `out`); return its path."""
     page = build(artifacts)
-    art = Folder(artifacts)
+    art = Folder(current_run(artifacts))
     path = out or art.child("report.html")
     if out:
         with open(out, "w", encoding="utf-8") as f:
@@ -141,7 +142,7 @@ def write(artifacts: str, out: str | None = None) -> str:
 
 def build(artifacts: str) -> str:
     """The report's HTML for the run in `artifacts` (a folder or URI)."""
-    run = _Run(Folder(artifacts))
+    run = _Run(Folder(current_run(artifacts)))
     return "\n".join([
         f"<!doctype html><html><head><meta charset='utf-8'><title>raypipe report</title>"
         f"<style>{CSS}</style></head><body>", "<h1>Segments report</h1>", _header(run),

@@ -3,11 +3,9 @@
 Tables are Parquet datasets named `<table>.parquet` (a folder of part files, as Spark and Ray
 write them; `pandas.read_parquet` and `pyarrow.parquet.read_table` read them whole).
 
-A run's output folder is written atomically for its readers: everything goes to a temporary
-sibling folder first. On a local disk the finished folder is renamed into place. Object stores
-have no rename, so there the old run's `manifest.json` is deleted first, the files are copied
-in, and the new `manifest.json` comes last: a run is complete exactly when its manifest is
-there, and the service and `read_manifest` look for nothing else.
+A run's output is versioned (run/versions.py): each run writes `<output>/runs/<id>/` and then
+moves the `<output>/LATEST` pointer, so readers (`read_manifest`, `read_table`, the service)
+always find a complete run.
 """
 from __future__ import annotations
 
@@ -133,55 +131,28 @@ def copy_file(fs: pafs.FileSystem, src: str, dst: str) -> None:
     fs.copy_file(src, dst)
 
 
-class ArtifactWriter(Folder):
-    """A run's output: written to `<output>.tmp-<id>`, put in place by `commit`."""
-
-    def __init__(self, output: str):
-        super().__init__(output)
-        self.final = self.path
-        self.path = f"{self.final}.tmp-{uuid.uuid4().hex[:8]}"
-        self.fs.create_dir(self.path, recursive=True)
-
-    def commit(self) -> None:
-        """Put the finished run in place; an earlier run there is replaced."""
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            old = None
-            if self.fs.get_file_info(self.final).type != pafs.FileType.NotFound:
-                old = f"{self.final}.old-{uuid.uuid4().hex[:8]}"
-                self.fs.move(self.final, old)
-            self.fs.move(self.path, self.final)
-            if old:
-                self.fs.delete_dir(old)
-            return
-        final = Folder(self._uri(self.final))
-        if final.exists(MANIFEST):
-            self.fs.delete_file(f"{self.final}/{MANIFEST}")   # from here on: not complete
-        if final.exists():
-            self.fs.delete_dir_contents(self.final)
-        files = self.files()
-        for path in sorted(files, key=lambda p: p.endswith(f"/{MANIFEST}")):
-            self.fs.copy_file(path, f"{self.final}/{os.path.relpath(path, self.path)}")
-        self.fs.delete_dir(self.path)
-
-    def abort(self) -> None:
-        self.delete()
-
-
 def read_table(output: str, name: str) -> pa.Table:
-    """A finished run's table, e.g. read_table('artifacts', 'profiles')."""
-    fs, path = rio.resolve(output)
+    """The current run's table, e.g. read_table('artifacts', 'profiles')."""
+    from raypipe.run.versions import current_run
+    fs, path = rio.resolve(current_run(output))
     return pq.read_table(f"{path}/{name}.parquet", filesystem=fs)
 
 
 def read_manifest(output: str) -> dict:
-    fs, path = rio.resolve(output)
+    """The current run's manifest (`output` may also name one version's folder)."""
+    from raypipe.run.versions import current_run
+    fs, path = rio.resolve(current_run(output))
     with fs.open_input_stream(f"{path}/{MANIFEST}") as f:
         return json.loads(f.read())
 
 
 def clear_leftovers(output: str) -> list[str]:
-    """Delete `<output>.tmp-*` folders that a killed run left behind; -> what was deleted.
-    Only one run may write to an output at a time."""
+    """Delete what killed runs left: unfinished versions under `<output>/runs/`, and the
+    `<output>.tmp-*` folders of raypipe before versions; -> what was deleted. Only the
+    output lock's holder calls this."""
+    from raypipe.run.versions import prune, relink
+    relink(output)
+    gone = [f"{output.rstrip('/')}/runs/{v}" for v in prune(output)]
     fs, path = rio.resolve(output.rstrip("/"))
     parent, base = os.path.dirname(path), os.path.basename(path)
     if fs.get_file_info(parent).type == pafs.FileType.NotFound:
@@ -191,7 +162,7 @@ def clear_leftovers(output: str) -> list[str]:
     olds = [p for p in found if os.path.basename(p).startswith(f"{base}.old-")]
     if olds and path not in found:        # killed between commit's two renames
         fs.move(olds.pop(), path)
-    gone = [p for p in found if os.path.basename(p).startswith(f"{base}.tmp-")] + olds
-    for p in gone:
+    legacy = [p for p in found if os.path.basename(p).startswith(f"{base}.tmp-")] + olds
+    for p in legacy:
         fs.delete_dir(p)
-    return gone
+    return gone + legacy

@@ -133,10 +133,11 @@ def forget(artifacts: str, user_id: str) -> dict:
 
 
 def _forget(artifacts: str, user_id: str) -> dict:
-    from raypipe.run.artifacts import MANIFEST, ArtifactWriter, Folder, read_manifest
+    from raypipe.run.artifacts import MANIFEST, Folder, read_manifest
+    from raypipe.run.versions import ArtifactWriter, current_run
     manifest = read_manifest(artifacts)
     stored = stored_id(manifest, user_id)
-    source = Folder(artifacts)
+    source = Folder(current_run(artifacts))
     out = ArtifactWriter(artifacts)
     removed = {}
     try:
@@ -158,7 +159,7 @@ def _forget(artifacts: str, user_id: str) -> dict:
         manifest["users"]["profiled"] -= removed.get("profiles", 0)
         manifest["users"]["with_events"] -= removed.get("sequences", 0)
         out.json(MANIFEST, manifest)
-        out.commit()
+        out.commit(keep=1)              # the older versions hold the user too
     except BaseException:
         out.abort()
         raise

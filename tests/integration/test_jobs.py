@@ -92,4 +92,4 @@ def test_ray_job_submit_runs_the_pipeline_to_success(head, tmp_path):
     assert "succeeded" in done.stdout + done.stderr
     manifest = read_manifest(str(out))
     assert manifest["rows"]["kept"] == 4000 and manifest["users"]["profiled"] == 200
-    assert len(pd.read_parquet(out / "profiles.parquet")) == 200
+    assert len(pd.read_parquet(out / "current" / "profiles.parquet")) == 200

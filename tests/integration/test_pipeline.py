@@ -24,16 +24,16 @@ def result(request, pipeline_runs):
 
 
 def table(out, name):
-    return pd.read_parquet(os.path.join(out, f"{name}.parquet"))
+    return pd.read_parquet(os.path.join(out, "current", f"{name}.parquet"))
 
 
 def test_every_table_and_the_manifest_are_written(result):
     out, manifest, _ = result
     for name in TABLES:
-        assert os.path.isdir(os.path.join(out, f"{name}.parquet")), name
+        assert os.path.isdir(os.path.join(out, "current", f"{name}.parquet")), name
     if manifest["config"]["user_repr"] == "encoder":
-        assert os.path.isdir(os.path.join(out, "item_vectors.parquet"))
-        assert os.path.getsize(os.path.join(out, "encoder.pt")) > 0
+        assert os.path.isdir(os.path.join(out, "current", "item_vectors.parquet"))
+        assert os.path.getsize(os.path.join(out, "current", "encoder.pt")) > 0
         assert "encoder" in manifest["seconds"]
     assert read_manifest(out) == manifest
     assert set(manifest["seconds"]) >= {"clean", "sequences", "item_embeddings", "segments",

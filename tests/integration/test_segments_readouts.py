@@ -12,11 +12,13 @@ import pytest
 
 from raypipe.events.synthetic import CATEGORIES
 
+from raypipe.run.versions import current_run
+
 pytestmark = pytest.mark.slow
 
 
 def _table(folder, name, columns=None):
-    return pq.read_table(os.path.join(folder, f"{name}.parquet"), columns=columns)
+    return pq.read_table(os.path.join(current_run(folder), f"{name}.parquet"), columns=columns)
 
 
 @pytest.fixture(scope="module")
@@ -136,5 +138,5 @@ def test_multi_strategy_is_written_and_evaluated(pipeline_runs):
     recs = _table(out, "recommendations", ["user_id", "strategy"]).to_pandas()
     assert set(recs.strategy) == {"vector", "segment", "blend", "multi"}
     assert recs[recs.strategy == "multi"].groupby("user_id").size().max() == 10
-    metrics = json.loads(open(os.path.join(out, "metrics.json")).read())
+    metrics = json.loads(open(os.path.join(current_run(out), "metrics.json")).read())
     assert "multi" in metrics["strategies"]

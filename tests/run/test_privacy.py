@@ -96,7 +96,7 @@ def test_a_pseudonymised_run_holds_no_raw_user_id(pseudonymised_run):
     assert not leaks, f"raw user ids in the artifacts: {leaks[:5]}"
     assert not any(KEY in s for s in found), "the key is in the artifacts"
     p = Pseudonymizer(KEY.encode())
-    users = set(pq.read_table(os.path.join(out, "profiles.parquet"))["user_id"].to_pylist())
+    users = set(pq.read_table(os.path.join(out, "current", "profiles.parquet"))["user_id"].to_pylist())
     assert users <= {p.one(u) for u in raw_ids} and len(users) >= 190
 
 
@@ -111,7 +111,7 @@ def test_forget_removes_the_user_everywhere_and_the_service_answers_404(
     out, _, raw_ids = pseudonymised_run
     monkeypatch.setenv(KEY_ENV, KEY)
     p = Pseudonymizer(KEY.encode())
-    profiled = set(pq.read_table(os.path.join(out, "profiles.parquet"))["user_id"].to_pylist())
+    profiled = set(pq.read_table(os.path.join(out, "current", "profiles.parquet"))["user_id"].to_pylist())
     gone, kept = [u for u in raw_ids if p.one(u) in profiled][:2]
     pseudonym = p.one(gone)
     assert pseudonym in all_strings(out)

@@ -104,3 +104,36 @@ def test_the_output_lock_on_s3_is_a_conditional_put(s3, monkeypatch):
             OutputLock(out, "forget").acquire()
     with OutputLock(out, "forget"):
         pass
+
+
+def test_a_crash_at_each_point_of_an_s3_commit_leaves_a_complete_run(s3, monkeypatch):
+    """On an object store the LATEST PUT is the commit: a crash before it (mid-copy of the
+    tables, or before the manifest) leaves the previous version current and whole."""
+    import pyarrow as pa
+
+    from raypipe.run import artifacts, versions
+    from raypipe.run.artifacts import read_manifest, read_table
+    env, _ = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    out = f"s3://{BUCKET}/versioned/artifacts"
+    real = artifacts.Folder.bytes
+
+    def write(n, die_on=None):
+        def bytes_(self, name, data):
+            if name == die_on:
+                raise SystemExit("killed")
+            return real(self, name, data)
+        monkeypatch.setattr(artifacts.Folder, "bytes", bytes_)
+        w = versions.ArtifactWriter(out)
+        w.table("t", pa.table({"x": list(range(n))}))
+        w.json("manifest.json", {"n": n, "tables": w.tables})
+        w.commit()
+    write(1)
+    for point in ("manifest.json", "LATEST"):
+        with pytest.raises(SystemExit):
+            write(2, die_on=point)
+        assert read_manifest(out)["n"] == 1 and read_table(out, "t").num_rows == 1
+        versions.verify(versions.current_run(out))
+    write(3)
+    assert read_manifest(out)["n"] == 3

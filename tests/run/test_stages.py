@@ -213,6 +213,6 @@ def flat(column) -> np.ndarray:
 
 
 def sorted_table(out: str, name: str) -> pa.Table:
-    t = pq.read_table(os.path.join(out, f"{name}.parquet")).replace_schema_metadata(None)
+    t = pq.read_table(os.path.join(out, "current", f"{name}.parquet")).replace_schema_metadata(None)
     keys = [c for c in ("user_id", "segment", "strategy", "rank") if c in t.column_names]
     return t.sort_by([(k, "ascending") for k in keys])

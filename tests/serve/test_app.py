@@ -103,7 +103,7 @@ def test_every_endpoint_answers(service):
     assert health.status_code == 200 and health.json()["status"] == "ok"
     info = get(service, "/v1/version").json()
     assert info["artifacts"] == service["first"] and info["user_repr"] == "encoder"
-    user = pd.read_parquet(f"{service['first']}/profiles.parquet").user_id[0]
+    user = pd.read_parquet(f"{service['first']}/current/profiles.parquet").user_id[0]
     profile = get(service, f"/v1/users/{user}/profile").json()
     assert profile["user_id"] == user and profile["version"] == info["version"]
     recs = get(service, f"/v1/users/{user}/recommendations", k=5, strategy="segment").json()
@@ -119,8 +119,8 @@ def test_every_endpoint_answers(service):
 
 def test_served_recommendations_equal_the_batch_rows(service):
     out = service["first"]
-    recs = pd.read_parquet(f"{out}/recommendations.parquet")
-    for user in pd.read_parquet(f"{out}/profiles.parquet").user_id.sample(8, random_state=1):
+    recs = pd.read_parquet(f"{out}/current/recommendations.parquet")
+    for user in pd.read_parquet(f"{out}/current/profiles.parquet").user_id.sample(8, random_state=1):
         for strategy in ("vector", "segment", "blend", "multi"):
             batch = recs[(recs.user_id == user) & (recs.strategy == strategy)]
             served = get(service, f"/v1/users/{user}/recommendations", k=10,
@@ -130,8 +130,8 @@ def test_served_recommendations_equal_the_batch_rows(service):
 
 
 def test_a_posted_history_gets_the_users_profile(service):
-    seqs = pd.read_parquet(f"{service['first']}/sequences.parquet").set_index("user_id")
-    for user in pd.read_parquet(f"{service['first']}/profiles.parquet").user_id[:5]:
+    seqs = pd.read_parquet(f"{service['first']}/current/sequences.parquet").set_index("user_id")
+    for user in pd.read_parquet(f"{service['first']}/current/profiles.parquet").user_id[:5]:
         answer = post(service, {"events": events_of(seqs.loc[user])}).json()
         known = get(service, f"/v1/users/{user}/profile").json()
         assert answer["profile"]["segment"] == known["segment"]
@@ -212,7 +212,7 @@ def test_a_new_version_is_swapped_in_without_a_failed_request(service):
     """Runs last in this module: afterwards the service answers from the second run."""
     from serve.service import ProfileService
     new = ProfileService(service["second"]).version
-    users = pd.read_parquet(f"{service['first']}/profiles.parquet").user_id.tolist()
+    users = pd.read_parquet(f"{service['first']}/current/profiles.parquet").user_id.tolist()
     seen, failures, stop = [], [], threading.Event()
 
     def stream():

@@ -16,7 +16,7 @@ def run(request, pipeline_runs):
 
 
 def table(out, name):
-    return pd.read_parquet(f"{out}/{name}.parquet")
+    return pd.read_parquet(f"{out}/current/{name}.parquet")
 
 
 def sample_users(out, n=40):
