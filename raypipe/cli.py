@@ -163,7 +163,7 @@ def _export(args) -> int:
 
 
 def _forget(args) -> int:
-    from raypipe.run.privacy import forget
+    from raypipe.run.forget import forget
     for user in args.user:
         removed = forget(args.artifacts, user)
         print(f"raypipe: forgot a user in {args.artifacts}: "

@@ -15,7 +15,9 @@ artifacts=DIR`, `serve deploy serve/config.yaml`, or `raypipe serve --artifacts 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -74,6 +76,8 @@ class ServeArgs(BaseModel):
                                                            "then 503")
     allow_anonymous: bool = Field(False, description="serve without an API key on a "
                                                      "non-loopback address")
+    poll_s: float = Field(30.0, ge=0, description="how often to look for a new version "
+                                                  "(LATEST) of the artifacts; 0: never")
 
 
 def serve_host() -> str | None:
@@ -123,6 +127,7 @@ class Recommender:
 
     def __init__(self, embedder: DeploymentHandle, args: dict):
         self.embedder, self.args, self.service = embedder, ServeArgs(**args), None
+        self.swap_error, self._reload, self._poller = None, None, None
         self.api_key = read_api_key(self.args.api_key_env, self.args.api_key_file_env)
         check_exposure(self.api_key, serve_host(), self.args.allow_anonymous)
         log.info("raypipe: API key %s", "required" if self.api_key else "not required")
@@ -134,21 +139,59 @@ class Recommender:
 
     async def reconfigure(self, config: dict) -> None:
         """user_config {"artifacts": URI}: load that run (off the event loop, so requests go
-        on being answered by the current one), then swap it in."""
-        from serve.service import ProfileService
+        on being answered by the current one), then swap it in. A version that fails to
+        load (missing, incomplete, another text model) leaves the current one answering:
+        the failure is logged, counted and shown by /v1/version; only a replica with
+        nothing to answer from yet fails."""
         uri = config["artifacts"]
-        if self.service is not None and self.service.uri == uri and not config.get("reload"):
+        if self.service is not None and self.service.uri == uri and \
+                config.get("reload") == self._reload:
             return
-        service = await asyncio.to_thread(ProfileService, uri)
-        if self.service is not None and service.cfg.embed.model != self.service.cfg.embed.model:
-            raise ValueError(f"{uri} was embedded with model {service.cfg.embed.model!r}, the "
-                             f"service runs {self.service.cfg.embed.model!r}: redeploy")
-        old, self.service = self.service, service
-        log.info("raypipe: answering from %s (version %s; was %s)", uri, service.version,
-                 old.version if old else None)
+        self._reload = config.get("reload")
+        await self._swap(uri)
+        if self._poller is None and self.args.poll_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _swap(self, uri: str) -> None:
+        from serve.service import ProfileService
+        try:
+            service = await asyncio.to_thread(ProfileService, uri)
+            if self.service is not None and \
+                    service.cfg.embed.model != self.service.cfg.embed.model:
+                raise ValueError(f"{uri} was embedded with model {service.cfg.embed.model!r}, "
+                                 f"the service runs {self.service.cfg.embed.model!r}: redeploy")
+        except Exception as exc:           # noqa: BLE001 - any failure keeps the old version
+            if self.service is None:
+                raise
+            self.swap_error = {"artifacts": uri, "error": f"{type(exc).__name__}: {exc}",
+                               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            _swaps().inc(tags={"result": "failed"})
+            log.error("raypipe: could not load %s, still answering from %s (version %s): %s",
+                      uri, self.service.run, self.service.version, self.swap_error["error"])
+            return
+        old, self.service, self.swap_error = self.service, service, None
+        _swaps().inc(tags={"result": "ok"})
+        log.info("raypipe: answering from %s (version %s; was %s)", service.run,
+                 service.version, old.version if old else None)
+
+    async def _poll(self) -> None:
+        """Take a new version of the artifacts when their LATEST pointer moves (a new run,
+        a `forget`); a version that failed is not retried until the pointer moves again."""
+        from raypipe.run.versions import current_run
+        tried = None
+        while True:
+            await asyncio.sleep(self.args.poll_s)
+            try:
+                run = await asyncio.to_thread(current_run, self.service.uri)
+            except Exception as exc:       # noqa: BLE001 - an unreachable store: try later
+                log.warning("raypipe: cannot read %s's pointer: %s", self.service.uri, exc)
+                continue
+            if run != self.service.run and run != tried:
+                tried = run
+                await self._swap(self.service.uri)
 
     async def info(self) -> dict:
-        return self.service.info()
+        return {**self.service.info(), "swap_error": self.swap_error}
 
     async def profile(self, user_id: str) -> dict:
         return guarded(self.service.profile, user_id)
@@ -176,6 +219,14 @@ class Recommender:
 
 async def _awaited(response):
     return await response
+
+
+@functools.lru_cache(maxsize=1)
+def _swaps():
+    """Prometheus counter (Ray's metrics export): version swaps by result (ok, failed)."""
+    from ray.serve.metrics import Counter
+    return Counter("raypipe_version_swaps", description="artifact versions the service "
+                   "tried to swap in, by result", tag_keys=("result",))
 
 
 def _embedder_gpus(args: ServeArgs) -> float:

@@ -81,10 +81,18 @@ class SequenceAnswer(BaseModel):
     version: str
 
 
+class SwapError(BaseModel):
+    artifacts: str              # what the service was asked to load
+    error: str                  # why it could not: the old version goes on answering
+    at: str
+
+
 class Version(BaseModel):
     version: str
     created_at: str | None
     artifacts: str
+    run: str | None = None      # the version folder answering (LATEST's, when it was read)
+    swap_error: SwapError | None = None   # the last failed swap, until a swap succeeds
     raypipe_version: str | None
     user_repr: str
     users: int

@@ -241,7 +241,8 @@ class ProfileService:
 
     def info(self) -> dict:
         return {"version": self.version, "created_at": self.manifest.get("created_at"),
-                "artifacts": self.uri, "raypipe_version": self.manifest.get("raypipe_version"),
+                "artifacts": self.uri, "run": self.run,
+                "raypipe_version": self.manifest.get("raypipe_version"),
                 "user_repr": self.cfg.user_repr, "users": len(self.user_index),
                 "items": len(self.item_ids), "segments": len(self.centroids),
                 "strategies": list(self.cfg.recommend.strategies),

@@ -7,10 +7,7 @@ holds a raw id. The key comes from `RAYPIPE_PSEUDONYM_KEY` or from the file name
 keeps only a check value (an HMAC of a fixed string) so that the service can refuse a key
 that does not match the run. The same key maps ids for the service's lookups.
 
-`forget(artifacts, user)` removes one user from every table of a finished run, atomically,
-records that it happened (without the id) in the manifest, and deletes the run's stage store,
-which holds the user's rows too. The raw logs are the operator's to purge; a re-run from
-logs that still hold the user brings them back.
+Forgetting a user (`raypipe forget`) is run/forget.py.
 """
 from __future__ import annotations
 
@@ -18,7 +15,6 @@ import hashlib
 import hmac
 import json
 import os
-import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -101,71 +97,6 @@ class Pseudonymizer:
 
 def pseudonymizer(enabled: bool) -> Pseudonymizer | None:
     return Pseudonymizer(load_key()) if enabled else None
-
-
-def without_user(table: pa.Table, user_id: str) -> pa.Table:
-    """Rows of `table` that are not the user's: by `user_id` column, or, for quarantined
-    rows, by the user id inside the JSON record."""
-    if "user_id" in table.column_names:
-        return table.filter(pc.fill_null(pc.not_equal(table["user_id"], user_id), True))
-    if "record" in table.column_names:
-        keep = [_record_user(r) != user_id for r in table["record"].to_pylist()]
-        return table.filter(pa.array(keep, pa.bool_()))
-    return table
-
-
-def _record_user(record: str | None):
-    try:
-        value = json.loads(record or "{}")
-    except json.JSONDecodeError:
-        return None
-    return str(value.get("user_id")) if isinstance(value, dict) and "user_id" in value \
-        else None
-
-
-def forget(artifacts: str, user_id: str) -> dict:
-    """Remove `user_id` (a raw id; mapped with the key when the run is pseudonymised) from
-    every table of the run at `artifacts`. -> {table: rows removed}. Raises ValueError when
-    the run does not know the user. Holds the output's lock (run/lock.py) while it writes."""
-    from raypipe.run.lock import OutputLock
-    with OutputLock(artifacts, "forget"):
-        return _forget(artifacts, user_id)
-
-
-def _forget(artifacts: str, user_id: str) -> dict:
-    from raypipe.run.artifacts import MANIFEST, Folder, read_manifest
-    from raypipe.run.versions import ArtifactWriter, current_run
-    manifest = read_manifest(artifacts)
-    stored = stored_id(manifest, user_id)
-    source = Folder(current_run(artifacts))
-    out = ArtifactWriter(artifacts)
-    removed = {}
-    try:
-        for name in manifest["tables"]:
-            table = source.read(name)
-            kept = without_user(table, stored)
-            if kept.num_rows != table.num_rows:
-                removed[name] = table.num_rows - kept.num_rows
-            out.table(name, kept.replace_schema_metadata(table.schema.metadata))
-        if not removed:
-            raise ValueError(f"that user is in no table of {artifacts}")
-        for path in source.files():
-            rel = os.path.relpath(path, source.path)
-            if "/" not in rel and rel != MANIFEST:             # encoder.pt, metrics.json
-                out.bytes(rel, source.read_bytes(rel))
-        manifest["tables"] = out.tables
-        manifest.setdefault("forgotten", []).append(
-            {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": removed})
-        manifest["users"]["profiled"] -= removed.get("profiles", 0)
-        manifest["users"]["with_events"] -= removed.get("sequences", 0)
-        out.json(MANIFEST, manifest)
-        out.commit(keep=1)              # the older versions hold the user too
-    except BaseException:
-        out.abort()
-        raise
-    stages = Folder(f"{artifacts.rstrip('/')}.stages")
-    stages.delete()              # it holds the user's rows too; the next run rebuilds it
-    return removed
 
 
 def stored_id(manifest: dict, user_id: str) -> str:

@@ -61,6 +61,25 @@ def all_strings(out: str) -> set[str]:
     return found
 
 
+def any_file_mentions(root: str, text: str, skip: str) -> list:
+    """Every file under `root` (but `skip`, the input logs) that holds `text`: Parquet by
+    its values, any other file by its bytes."""
+    found = []
+    for folder, _, names in os.walk(root):
+        if os.path.relpath(folder, root).split(os.sep)[0] == skip:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.endswith(".parquet"):
+                hit = any(text in v for v in strings(pq.read_table(path).to_pylist()))
+            else:
+                with open(path, "rb") as f:
+                    hit = text.encode() in f.read()
+            if hit:
+                found.append(path)
+    return found
+
+
 @pytest.fixture(scope="module")
 def pseudonymised_run(ray_session, tmp_path_factory):
     """A small pooled run with pseudonymisation on; the log also has quarantined rows."""
@@ -117,8 +136,18 @@ def test_forget_removes_the_user_everywhere_and_the_service_answers_404(
     assert pseudonym in all_strings(out)
     before = read_manifest(out)
 
+    checkpoints = f"{out}.train/encoder-0/checkpoint_000001"
+    os.makedirs(checkpoints)                                   # as an encoder run leaves them
+    with open(f"{checkpoints}/state.pt", "wb") as f:
+        f.write(pseudonym.encode())
+    assert main(["report", "--artifacts", out]) == 0
     assert main(["forget", "--user", gone, "--artifacts", out]) == 0
     assert pseudonym not in all_strings(out)
+    assert not any_file_mentions(os.path.dirname(out), pseudonym, skip="data")
+    assert not os.path.exists(f"{out}.train"), "the training checkpoints remain"
+    segments = pq.read_table(os.path.join(out, "current", "segments.parquet"))
+    assert sum(segments["size"].to_pylist()) == before["users"]["profiled"] - 1
+    assert os.path.exists(os.path.join(out, "current", "report.html"))
     manifest = read_manifest(out)
     assert manifest["forgotten"][-1]["rows"]["profiles"] == 1
     assert manifest["users"]["profiled"] == before["users"]["profiled"] - 1

@@ -6,8 +6,10 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
@@ -44,7 +46,8 @@ def config(artifacts: str, port: int, key_file) -> dict:
         cfg = yaml.safe_load(f)
     cfg["http_options"] = {"host": "127.0.0.1", "port": port}
     app = cfg["applications"][0]
-    app["args"].update(artifacts=artifacts, max_events=MAX_EVENTS, max_body_bytes=64_000)
+    app["args"].update(artifacts=artifacts, max_events=MAX_EVENTS, max_body_bytes=64_000,
+                       poll_s=2)
     app["runtime_env"] = {"env_vars": {"RAYPIPE_API_KEY_FILE": str(key_file)}}
     for d in app["deployments"]:
         d["autoscaling_config"]["max_replicas"] = 1     # 2 CPUs shared with the tests
@@ -208,41 +211,126 @@ def test_fuzzed_requests_never_get_a_server_error(service):
         check()
 
 
-def test_a_new_version_is_swapped_in_without_a_failed_request(service):
-    """Runs last in this module: afterwards the service answers from the second run."""
-    from serve.service import ProfileService
-    new = ProfileService(service["second"]).version
-    users = pd.read_parquet(f"{service['first']}/current/profiles.parquet").user_id.tolist()
-    seen, failures, stop = [], [], threading.Event()
+class Stream:
+    """GET recommendations from 2 threads at ~50/s until stopped: versions seen, failures."""
 
-    def stream():
+    def __init__(self, service, users):
+        self.seen, self.failures, self.stop = [], [], threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(service, users))
+                        for _ in range(2)]
+
+    def _run(self, service, users):
         i = 0
         with requests.Session() as s:
-            while not stop.is_set():
+            while not self.stop.is_set():
                 try:
                     r = s.get(f"{service['base']}/v1/users/{users[i % len(users)]}"
                               "/recommendations", headers={"X-API-Key": KEY}, timeout=30)
                     if r.status_code == 200:
-                        seen.append(r.json()["version"])
+                        self.seen.append(r.json()["version"])
                     else:
-                        failures.append(r.status_code)
+                        self.failures.append(r.status_code)
                 except requests.RequestException as exc:
-                    failures.append(repr(exc))
+                    self.failures.append(repr(exc))
                 i += 1
                 time.sleep(0.02)
-    threads = [threading.Thread(target=stream) for _ in range(2)]
-    for t in threads:
-        t.start()
-    time.sleep(2)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def with_artifacts(service, artifacts) -> dict:
     cfg = yaml.safe_load(yaml.safe_dump(service["cfg"]))
     for d in cfg["applications"][0]["deployments"]:
         if d["name"] == "Recommender":
-            d["user_config"] = {"artifacts": service["second"]}
-    deploy(cfg, service["folder"])
-    wait_for_version(service["base"], new)
-    time.sleep(2)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert failures == []
-    assert seen[0] != new and seen[-1] == new and len(seen) > 50
+            d["user_config"] = {"artifacts": str(artifacts)}
+    return cfg
+
+
+def wait_for_swap_error(service, artifacts, timeout=120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = get(service, "/v1/version").json()
+        if (info.get("swap_error") or {}).get("artifacts") == str(artifacts):
+            return info
+        time.sleep(1)
+    raise TimeoutError(f"no swap error for {artifacts} in {timeout} s")
+
+
+def test_a_failed_swap_keeps_the_old_version_answering(service, tmp_path):
+    """A missing folder, a half-copied run (a table short of its manifest's rows) and a run
+    of another text model: each swap fails, the old version answers every request, and
+    /v1/version says what failed."""
+    import json
+    import shutil
+
+    from raypipe.run.versions import current_run
+    from serve.service import ProfileService
+    old = ProfileService(service["first"]).version
+    corrupt, other_model = tmp_path / "corrupt", tmp_path / "other-model"
+    for copy in (corrupt, other_model):
+        shutil.copytree(service["first"], copy, symlinks=True)
+    part = sorted((Path(current_run(str(corrupt))) / "profiles.parquet").rglob("*.parquet"))[0]
+    pq.write_table(pq.read_table(part).slice(0, 1), part)
+    manifest = Path(current_run(str(other_model))) / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["config"]["embed"]["model"] = "someone/else"
+    manifest.write_text(json.dumps(m))
+    users = pd.read_parquet(f"{service['first']}/current/profiles.parquet").user_id.tolist()
+    with Stream(service, users) as stream:
+        time.sleep(2)
+        for bad, why in ((tmp_path / "nowhere", "FileNotFoundError"),
+                         (corrupt, "IncompleteRun"), (other_model, "someone/else")):
+            deploy(with_artifacts(service, bad), service["folder"])
+            info = wait_for_swap_error(service, bad)
+            assert why in info["swap_error"]["error"] and info["version"] == old
+        time.sleep(2)
+    assert stream.failures == []
+    assert set(stream.seen) == {old} and len(stream.seen) > 50
+
+
+def test_a_new_version_is_swapped_in_without_a_failed_request(service):
+    """After the failed swaps above, a good version is taken; afterwards the service
+    answers from the second run."""
+    from serve.service import ProfileService
+    new = ProfileService(service["second"]).version
+    users = pd.read_parquet(f"{service['first']}/current/profiles.parquet").user_id.tolist()
+    with Stream(service, users) as stream:
+        time.sleep(2)
+        deploy(with_artifacts(service, service["second"]), service["folder"])
+        wait_for_version(service["base"], new)
+        time.sleep(2)
+    assert stream.failures == []
+    assert stream.seen[0] != new and stream.seen[-1] == new and len(stream.seen) > 50
+    assert get(service, "/v1/version").json()["swap_error"] is None
+
+
+def test_forget_reaches_the_running_service_on_its_next_poll(service, tmp_path):
+    """Runs last: the service answers from a copy of the second run; `raypipe forget` writes
+    a new version of it and the service, polling LATEST every 2 s, answers 404 for the
+    user while the others keep their answers."""
+    import shutil
+
+    from raypipe.cli import main
+    copy = tmp_path / "served"
+    shutil.copytree(service["second"], copy, symlinks=True)
+    deploy(with_artifacts(service, copy), service["folder"])
+    deadline = time.monotonic() + 120
+    while get(service, "/v1/version").json()["artifacts"] != str(copy):
+        assert time.monotonic() < deadline, "the copy was not taken"
+        time.sleep(1)
+    gone, kept = pd.read_parquet(f"{copy}/current/profiles.parquet").user_id[:2]
+    assert get(service, f"/v1/users/{gone}/profile").status_code == 200
+    assert main(["forget", "--artifacts", str(copy), "--user", gone]) == 0
+    deadline = time.monotonic() + 60
+    while get(service, f"/v1/users/{gone}/profile").status_code != 404:
+        assert time.monotonic() < deadline, "the service still answers for a forgotten user"
+        time.sleep(0.5)
+    assert get(service, f"/v1/users/{kept}/profile").status_code == 200
