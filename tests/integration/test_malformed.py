@@ -29,7 +29,7 @@ def test_quarantine_counts_per_reason(ray_session, tmp_path):
                                "unparsable_timestamp": 1}
     assert (rows["read"], rows["kept"], rows["quarantined"]) == (15, 6, 9)
     assert read_manifest(out)["item_rows"]["reasons"] == {"missing_text": 1}
-    q = pd.read_parquet(os.path.join(out, "quarantine.parquet"))
+    q = pd.read_parquet(os.path.join(out, "current", "quarantine.parquet"))
     assert len(q) == 10 and set(q["table"]) == {"events", "items"}
     bad_ts = q[q.reason == "unparsable_timestamp"].iloc[0]
     assert bad_ts["_file"].endswith("03_bad_timestamps.jsonl") and bad_ts["_row"] == 1
@@ -88,7 +88,7 @@ def test_a_log_of_every_kind_of_bad_record_runs_to_completion_keeping_no_raw_id(
     assert rows["read"] == sum(corpus["records"].values())
     assert rows["reasons"] == corpus["reasons"] and rows["kept"] == corpus["good"]
     assert sorted(os.path.basename(f["file"]) for f in rows["not_read"]) == corpus["not_read"]
-    q = pd.read_parquet(os.path.join(out, "quarantine.parquet"))
+    q = pd.read_parquet(os.path.join(out, "current", "quarantine.parquet"))
     assert (q.table == "events").sum() == rows["quarantined"]
     for root, _, names in os.walk(tmp_path):
         if root.startswith(str(tmp_path / "log")):
