@@ -94,6 +94,8 @@ def write_malformed_corpus(folder) -> dict:
         (b"%s,i1,1700000000,view,,,extra\n" % secret.encode(), "malformed_csv_row"),
         (b'u2,i3,"1700000200",cart,,"two\nlines"\n', None),             # one record, two lines
         (b"u2,i1,1700000300,view\n", "malformed_csv_row"),
+        (b'u2,"i2,1700000400,view,,\n', "malformed_csv_row"),          # a stray quote ...
+        (b"u1,i3,1700000500,view,,\n", None),                          # ... swallows no line
     ])
     text_file("02_values.csv", h, [
         (b"u3,i1,1700000000,view,,\n", None),

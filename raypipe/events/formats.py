@@ -126,16 +126,38 @@ def _slow_csv(data: bytes) -> pa.Table:
         if header is None and fields is not None:
             header = _names(fields)
             continue
-        reason = _csv_problem(fields, raw, len(header or ()))
-        if reason:
-            rows.append([None] * len(header or ()))
-            errors.append(reason)
-            records.append(escaped(raw))
+        width = len(header or ())
+        reason = _csv_problem(fields, raw, width)
+        if reason and raw.rstrip("\r\n").count("\n"):
+            # A bad record over several lines is most often a stray quote that swallowed the
+            # lines after it: each line is then a record of its own, the good ones kept.
+            for line in io.StringIO(raw, newline=""):
+                _add(rows, errors, records, _one_line(line, width), line, width)
         else:
-            rows.append([None if v in NULL_VALUES else v for v in fields])
-            errors.append(None)
-            records.append(None)
+            _add(rows, errors, records, fields, raw, width, reason)
     return table(header or [], rows, errors, records)
+
+
+def _one_line(line: str, width: int) -> list[str] | None:
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error:
+        return None
+
+
+def _add(rows, errors, records, fields, raw: str, width: int, reason: str | None = "") -> None:
+    if fields == []:
+        return                                              # a blank line is no record
+    if reason == "":
+        reason = _csv_problem(fields, raw, width)
+    if reason:
+        rows.append([None] * width)
+        errors.append(reason)
+        records.append(escaped(raw))
+    else:
+        rows.append([None if v in NULL_VALUES else v for v in fields])
+        errors.append(None)
+        records.append(None)
 
 
 def _csv_problem(fields: list[str] | None, raw: str, width: int) -> str | None:
