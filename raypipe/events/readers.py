@@ -12,6 +12,7 @@ import csv
 import html
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -72,8 +73,8 @@ def _read_parquet(f: Fragment, head: bool) -> pa.Table:
 
 
 def _provenance(n: int, f: Fragment) -> dict:
-    return {FILE: pa.array([f.uri] * n, pa.string()),
-            ROW: pa.array(range(f.row_offset + 1, f.row_offset + n + 1), pa.int64())}
+    return {FILE: pa.array([f.uri], pa.string()).take(np.zeros(n, np.int64)),
+            ROW: pa.array(np.arange(f.row_offset + 1, f.row_offset + n + 1, dtype=np.int64))}
 
 
 def _converted(t: pa.Table, mapping: dict, columns: dict) -> tuple[dict, pa.Array]:

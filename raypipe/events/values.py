@@ -82,6 +82,16 @@ def numbers(col) -> tuple[pa.Array, np.ndarray]:
         bad = present & np.isinf(arr)
     else:
         text, bad = strings(col)
+        try:                                   # every value a number: Arrow parses them all
+            arr = pc.cast(pc.utf8_trim_whitespace(text), pa.float64()).to_numpy(
+                zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            arr = None
+        if arr is not None:
+            present = text.is_valid().to_numpy(zero_copy_only=False) & ~np.isnan(arr)
+            bad = bad | (present & np.isinf(arr))
+            keep = present & ~bad
+            return pa.array(np.where(keep, arr, 0.0), mask=~keep), bad
         s = pd.Series(text.to_pandas(), dtype=object).str.strip()
         arr = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         present = text.is_valid().to_numpy(zero_copy_only=False) & \
