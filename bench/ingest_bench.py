@@ -94,7 +94,12 @@ def main() -> None:
             clean_base = None
             for bad in ((0.0, 0.01) if fmt != "parquet" else (0.0,)):
                 path = write(t, d, fmt, bad)
-                secs, n = timed(ours, path)
+                try:
+                    secs, n = timed(ours, path)
+                except Exception as exc:            # noqa: BLE001 - raypipe before #18
+                    print(json.dumps({"bench": "ingest", "format": fmt, "bad_share": bad,
+                                      "error": f"{type(exc).__name__}: {exc}"[:200]}))
+                    continue
                 try:
                     base_secs, _ = timed(baseline, path)
                     clean_base = clean_base or base_secs

@@ -25,6 +25,7 @@ from raypipe.recommend.metrics import (adjusted_rand_index, baselines, metrics_f
 from raypipe.recommend.inputs import segment_items_table, segment_rankings
 from raypipe.recommend.recommender import Recommender
 from raypipe.run.artifacts import Folder
+from raypipe.run.versions import current_run
 from raypipe.run.stages import Runtime, Stage
 from raypipe.segments import ids as segment_ids
 from raypipe.segments.profiles import summarize_segments
@@ -162,10 +163,11 @@ def _segment_ids(out: Folder, segments: Stage, n_segments: int) -> dict:
     ids = dict(segments.info.get("segment_ids") or {})
     ids.setdefault("kmeans_cluster", list(range(n_segments)))
     ref = ids.get("reference")
-    if ref and Folder(ref).exists("profiles.parquet"):
+    previous = Folder(current_run(ref)) if ref else None
+    if previous is not None and previous.exists("profiles.parquet"):
         cols = ["user_id", "segment"]
         ids["users"] = segment_ids.changed_share(
-            Folder(ref).read("profiles", cols), out.read("profiles", cols), n_segments)
+            previous.read("profiles", cols), out.read("profiles", cols), n_segments)
         log.info("segment ids: %s of the users in both runs changed segment",
                  ids["users"]["changed_share"])
     return ids

@@ -67,8 +67,11 @@ def test_a_run_reads_and_writes_s3_and_the_service_loads_it(s3, tmp_path, monkey
     markers = {f.split("/")[-2].rsplit("-", 1)[0] for f in files if f.endswith("/_stage.json")}
     assert markers == set(manifest["stages"]), "every stage finished on S3"
     assert not [f for f in files if ".tmp-" in f or ".old-" in f], "temporary files left"
+    from raypipe.run.versions import current_run
+    version = current_run(out).split("://", 1)[1]
+    assert version.startswith(f"{BUCKET}/runs/out/runs/")
     for table, rows in manifest["tables"].items():
-        assert pq.read_table(f"{BUCKET}/runs/out/{table}.parquet",
+        assert pq.read_table(f"{version}/{table}.parquet",
                              filesystem=fs).num_rows == rows, table
 
     from serve.service import ProfileService

@@ -172,8 +172,10 @@ def test_a_killed_driver_leaves_no_artifact_and_the_rerun_reuses_finished_stages
     finished = {os.path.basename(os.path.dirname(m)).rsplit("-", 1)[0]
                 for m in glob.glob(f"{out}.stages/*/{STAGE_FILE}")}
     assert {"items", "events", "item_embeddings", "users"} <= finished
-    assert not os.path.exists(out), "a killed run must not leave an output folder"
-    assert glob.glob(f"{out}.tmp-*"), "the killed run's temporary folder should be there"
+    assert not os.path.exists(os.path.join(out, "LATEST")), "a killed run must leave no " \
+        "version for readers"
+    assert not glob.glob(os.path.join(out, "runs", "*", "manifest.json"))
+    assert glob.glob(os.path.join(out, "runs", "*")), "the killed run's unfinished version"
 
     # The same command again (in this process: it joins the session's Ray, like a re-run
     # joining the cluster's).
@@ -183,7 +185,9 @@ def test_a_killed_driver_leaves_no_artifact_and_the_rerun_reuses_finished_stages
     reused = {name: s["reused"] for name, s in manifest["stages"].items()}
     assert reused == {name: name in finished for name in reused}, (finished, reused)
     assert len(reused) == 7
-    assert not glob.glob(f"{out}.tmp-*"), "the rerun should clear what the killed run left"
+    assert [os.path.exists(os.path.join(v, "manifest.json"))
+            for v in glob.glob(os.path.join(out, "runs", "*"))] == [True], \
+        "the rerun should clear what the killed run left"
     assert manifest["tables"] == ref_manifest["tables"]
     assert manifest["metrics"] == ref_manifest["metrics"]
     for name in ("profiles", "recommendations", "user_embeddings", "centroids", "segments"):
