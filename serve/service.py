@@ -28,7 +28,7 @@ from raypipe.recommend.cooccur import Followers
 from raypipe.recommend.inputs import (interest_queries, purchased,
                                       segment_rankings_from_table)
 from raypipe.recommend.recommender import Recommender
-from raypipe.run.artifacts import read_table
+from raypipe.run.artifacts import Folder
 from raypipe.run.versions import current_run, verify
 from raypipe.run.privacy import Pseudonymizer, load_key, stored_id
 from raypipe.schema import REASON
@@ -65,26 +65,26 @@ class ProfileService:
         self._load_users(run)
 
     def _load_items(self, uri: str) -> None:
-        items = read_table(uri, "items")
+        items = Folder(uri).read("items")
         self.item_ids = items["item_id"].to_pylist()
         self.item_index = pd.Index(self.item_ids)
         self._known = pa.array(self.item_ids, pa.string())    # built once, not per request
         self.texts = items["text"].to_pylist()
         self.item_segment = items["segment"].to_numpy()
         self.item_group = items["group"].to_numpy() if "group" in items.column_names else None
-        self.text_vectors = vectors_in_order(read_table(uri, "item_embeddings"), self.item_index)
+        self.text_vectors = vectors_in_order(Folder(uri).read("item_embeddings"), self.item_index)
         encoder = None
         if "encoder" in self.manifest:          # a trained user model: its file and items
             from raypipe.vectors.encoder import TrainedEncoder
             encoder = TrainedEncoder.from_bytes(read_bytes(uri, "encoder.pt"),
                                                 self.text_vectors)
         self.users = UserModel.from_config(self.cfg, self.text_vectors, self.texts, encoder)
-        self.space = vectors_in_order(read_table(uri, "item_vectors"), self.item_index) \
+        self.space = vectors_in_order(Folder(uri).read("item_vectors"), self.item_index) \
             if "item_vectors" in self.manifest["tables"] else self.text_vectors
-        self.centroids = to_numpy(read_table(uri, "centroids").sort_by("segment")["vector"])
-        segments = read_table(uri, "segments").sort_by("segment").to_pylist()
+        self.centroids = to_numpy(Folder(uri).read("centroids").sort_by("segment")["vector"])
+        segments = Folder(uri).read("segments").sort_by("segment").to_pylist()
         self.segments = {s["segment"]: s for s in segments}
-        rankings = segment_rankings_from_table(read_table(uri, "segment_items"),
+        rankings = segment_rankings_from_table(Folder(uri).read("segment_items"),
                                                len(self.centroids), self.item_index)
         followers, weights = None, None
         if "blend" in self.cfg.recommend.strategies:
@@ -92,7 +92,7 @@ class ProfileService:
             if not blend or "item_followers" not in self.manifest["tables"]:
                 raise ValueError(f"{uri}: no blend weights or item_followers table; these "
                                  "artifacts come from an older raypipe: re-run the batch job")
-            followers = Followers.from_table(read_table(uri, "item_followers"),
+            followers = Followers.from_table(Folder(uri).read("item_followers"),
                                              self.item_index, self.cfg.recommend.cooccurrence_top)
             weights = (blend["segment"], blend["cooccurrence"])
         self.recommender = Recommender(self.item_ids, self.space, rankings, self.cfg.recommend,
@@ -100,15 +100,15 @@ class ProfileService:
 
     def _load_users(self, uri: str) -> None:
         """Profiles, the users' vectors and histories, aligned row by row."""
-        self.profiles = read_table(uri, "profiles")
+        self.profiles = Folder(uri).read("profiles")
         ids = self.profiles["user_id"].to_numpy(zero_copy_only=False)
         self.user_index = pd.Index(ids)
-        emb = read_table(uri, "user_embeddings")
+        emb = Folder(uri).read("user_embeddings")
         order = pd.Index(emb["user_id"].to_numpy(zero_copy_only=False)).get_indexer(ids)
         if (order < 0).any():
             raise ValueError(f"{uri}: {(order < 0).sum()} profiled users have no vector")
         self.user_vectors = {c: to_numpy(emb[c].take(order)) for c in self.users.stored_columns}
-        seqs = read_table(uri, "sequences").select(["user_id", "item_ids", "event_types"])
+        seqs = Folder(uri).read("sequences").select(["user_id", "item_ids", "event_types"])
         order = pd.Index(seqs["user_id"].to_numpy(zero_copy_only=False)).get_indexer(ids)
         self.histories = seqs.take(order)
 

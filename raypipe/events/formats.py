@@ -54,6 +54,13 @@ def table(names: list[str], rows: list, errors: list, records: list) -> pa.Table
     return pa.table(cols)
 
 
+def read_cleanly(t: pa.Table) -> pa.Table:
+    """A table the reader took whole: no record has a read error."""
+    n = t.num_rows
+    return t.append_column(READ_ERROR, pa.nulls(n, pa.string())) \
+            .append_column(RECORD, pa.nulls(n, pa.string()))
+
+
 def with_file_error(t: pa.Table, error: str | None) -> pa.Table:
     """Append one `unreadable_file` row saying why a file ended early (a corrupt stream)."""
     if error is None:
@@ -91,11 +98,8 @@ def _fast_csv(data: bytes) -> pa.Table:
         raise ValueError("header needs renaming")
     opts = pacsv.ConvertOptions(strings_can_be_null=True,
                                 column_types={h: pa.string() for h in header})
-    t = pacsv.read_csv(io.BytesIO(data), read_options=pacsv.ReadOptions(use_threads=False),
-                       convert_options=opts)
-    n = t.num_rows
-    return t.append_column(READ_ERROR, pa.nulls(n, pa.string())) \
-            .append_column(RECORD, pa.nulls(n, pa.string()))
+    return read_cleanly(pacsv.read_csv(io.BytesIO(data), convert_options=opts,
+                                       read_options=pacsv.ReadOptions(use_threads=False)))
 
 
 def _slow_csv(data: bytes) -> pa.Table:

@@ -67,9 +67,7 @@ def _read_parquet(f: Fragment, head: bool) -> pa.Table:
         n = f.rows if f.rows >= 0 else 1
         why = "unreadable_row_group" if f.rows >= 0 else "unreadable_file"
         return formats.table([], [[]] * n, [why] * n, [f"{type(e).__name__}: {e}"] * n)
-    n = t.num_rows
-    return t.append_column(READ_ERROR, pa.nulls(n, pa.string())) \
-            .append_column(RECORD, pa.nulls(n, pa.string()))
+    return formats.read_cleanly(t)
 
 
 def _provenance(n: int, f: Fragment) -> dict:

@@ -72,10 +72,6 @@ def read_items(cfg: SourceConfig, strict: bool, files: list | None = None,
     return items, clean.quarantine_rows(tagged, "items"), counts
 
 
-def _tally(batch: pa.Table) -> pa.Table:
-    return clean.tally(batch)
-
-
 def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions: int,
                 pseudonymizer=None, frags: list | None = None, not_read: list = ()):
     """Event logs -> (kept events dataset, quarantined rows dataset, row counts).
@@ -97,7 +93,7 @@ def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions:
               .map_batches(_dedup, batch_size=None, batch_format="pyarrow",
                            fn_kwargs={"strict": strict})
               .materialize())
-    counts = clean.row_counts(to_table(tagged.map_batches(_tally, batch_format="pyarrow")),
+    counts = clean.row_counts(to_table(tagged.map_batches(clean.tally, batch_format="pyarrow")),
                               [f.uri for f in frags], not_read)
     kept = tagged.filter(expr=col(REASON).is_null()).select_columns(EVENT_COLUMNS)
     bad = tagged.filter(expr=col(REASON).is_not_null()).map_batches(

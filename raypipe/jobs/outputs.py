@@ -45,7 +45,7 @@ def outputs_stage(out: Folder, items: Stage, embeddings: Stage, groups: Stage, u
     centroids = to_numpy(segments.folder.read("centroids")["vector"])
     model, catalogue = load_user_model(users, items, embeddings, user_repr, user,
                                        recommend.query_half_life)
-    catalogue_ref, table = [ray.put(catalogue)], users.folder.read_dataset("_users")
+    catalogue_ref, table = [ray.put(catalogue)], runtime.read_dataset(users.folder, "_users")
     group = groups_table(groups)
     with rt.timed("profiles"):
         item_segment = shard_predict(catalogue.vectors, centroids)

@@ -91,6 +91,11 @@ def sorted_blocks(ds, column: str):
     return ray.data.from_arrow_refs([refs[i] for _, i in order] or refs[:1])
 
 
+def read_dataset(folder, name: str):
+    """A stage folder's table as a Ray dataset (run/artifacts.Folder stays free of Ray)."""
+    return ray.data.read_parquet(folder.child(f"{name}.parquet"))
+
+
 def to_table(ds) -> pa.Table:
     """A (small) dataset -> one Arrow table on the driver."""
     tables = ray.get(ds.to_arrow_refs())

@@ -10,6 +10,7 @@ import pyarrow as pa
 from raypipe.arrays import to_arrow, to_numpy
 from raypipe.config import KMeansConfig
 from raypipe.jobs.kmeans_tasks import RayShards
+from raypipe.jobs.runtime import read_dataset
 from raypipe.run.artifacts import MANIFEST, Folder
 from raypipe.run.stages import Runtime, Stage
 from raypipe.run.versions import current_run
@@ -49,7 +50,7 @@ def segments_stage(out: Folder, kmeans: KMeansConfig, users: Stage, previous: st
     numbered as the `previous` run's segments where kmeans.stable_ids is on
     (segments/ids.py)."""
     with rt.timed("segments"):
-        km = fit_segments(users.folder.read_dataset("_users"), kmeans,
+        km = fit_segments(read_dataset(users.folder, "_users"), kmeans,
                           users.info["segment_column"])
         centroids, labels, kept = ids.stable(km.cluster_centers_, km.labels_, previous_centroids(
             kmeans.previous or previous, kmeans.stable_ids, km.cluster_centers_.shape))

@@ -15,7 +15,7 @@ from raypipe.arrays import to_arrow, to_numpy
 from raypipe.config import EmbedConfig, EncoderConfig, UserConfig
 from raypipe.jobs.embedding import embed_texts
 from raypipe.jobs.items import catalogue_table, text_vectors
-from raypipe.jobs.runtime import USER_BATCH, cached, fetch
+from raypipe.jobs.runtime import USER_BATCH, cached, fetch, read_dataset
 from raypipe.jobs.training import fit_encoder
 from raypipe.run.artifacts import Folder
 from raypipe.run.stages import Runtime, Stage
@@ -85,7 +85,7 @@ def users_stage(out: Folder, events: Stage, items: Stage, embeddings: Stage, use
     with an `encoder` section (vectors.users.model_sections), the trained `encoder.pt` and
     its `item_vectors`. The training run is named after the keys of the stages it reads, so
     a re-run resumes only on the same data."""
-    seqs = profiled(events.folder.read_dataset("sequences"))
+    seqs = profiled(read_dataset(events.folder, "sequences"))
     catalogue = catalogue_of(items, embeddings)
     catalogue_ref, trained, info = [ray.put(catalogue)], None, {}
     if encoder is not None:
@@ -99,7 +99,7 @@ def users_stage(out: Folder, events: Stage, items: Stage, embeddings: Stage, use
     model = UserModel(user_repr, user, None, catalogue.vectors, catalogue.texts, trained)
     with rt.timed("user_embeddings"):
         out.dataset("_users", user_vectors(seqs, catalogue_ref, [ray.put(model)], embed))
-        out.dataset("user_embeddings", out.read_dataset("_users").select_columns(
+        out.dataset("user_embeddings", read_dataset(out, "_users").select_columns(
             ["user_id", *model.stored_columns]))
         if trained is not None:
             out.table("item_vectors", pa.table({"item_id": catalogue.item_ids,

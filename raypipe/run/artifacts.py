@@ -61,15 +61,18 @@ class Folder:
         count its rows from the written files' footers. An empty one still leaves a
         readable table with `schema`."""
         ds.write_parquet(self.child(f"{name}.parquet"))
-        files = self.files(f"{name}.parquet") if self.exists(f"{name}.parquet") else []
-        n = 0
-        for path in files:
-            with self.fs.open_input_file(path) as f:
-                n += pq.ParquetFile(f).metadata.num_rows
-        if not files:
+        if not (self.exists(f"{name}.parquet") and self.files(f"{name}.parquet")):
             self.table(name, (schema or ds.schema().base_schema).empty_table())
             return
-        self.tables[name] = n
+        self.tables[name] = self.rows(name)
+
+    def rows(self, name: str) -> int:
+        """Rows of table `name`, from its part files' Parquet footers (no data is read)."""
+        n = 0
+        for path in self.files(f"{name}.parquet"):
+            with self.fs.open_input_file(path) as f:
+                n += pq.ParquetFile(f).metadata.num_rows
+        return n
 
     def json(self, name: str, obj) -> None:
         self.bytes(name, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
@@ -88,10 +91,6 @@ class Folder:
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(f"{self.path}/{name}.parquet", filesystem=self.fs, columns=columns)
-
-    def read_dataset(self, name: str):
-        import ray
-        return ray.data.read_parquet(self.child(f"{name}.parquet"))
 
     def read_bytes(self, name: str) -> bytes:
         with self.fs.open_input_stream(f"{self.path}/{name}") as f:

@@ -25,7 +25,6 @@ import time
 import uuid
 
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from raypipe.run.artifacts import MANIFEST, Folder
 
@@ -66,10 +65,7 @@ def verify(run: str, manifest: dict | None = None) -> dict:
     for name, rows in (manifest.get("tables") or {}).items():
         if not folder.exists(f"{name}.parquet"):
             raise IncompleteRun(f"{run}: table {name} is missing")
-        found = 0
-        for path in folder.files(f"{name}.parquet"):
-            with folder.fs.open_input_file(path) as f:
-                found += pq.ParquetFile(f).metadata.num_rows
+        found = folder.rows(name)
         if found != rows:
             raise IncompleteRun(f"{run}: table {name} has {found} rows, its manifest {rows}")
     return manifest
