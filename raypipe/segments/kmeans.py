@@ -6,12 +6,16 @@ Hamerly's distance bounds so most rows skip the distance computation once centro
 the driver adds the answers, `update` turns totals into centroids, and `split_empty` re-seeds
 empty clusters by splitting the largest. `LocalShards` keeps shards in memory; `jobs/kmeans_tasks.RayShards`
 keeps them in Ray's object store and answers with Ray tasks. Both run through the same
-`KMeans.fit` loop, so they give the same result for the same seed.
+`KMeans.fit` loop, so they give the same result for the same seed. `fit(array)` with Ray
+running in the process shards a large array across the cluster's CPUs (the one place this
+module looks for Ray, lazily); a small one stays in process, where the shard functions use
+every core through threads.
 """
 from __future__ import annotations
 
 import io
 import logging
+import sys
 
 import numpy as np
 
@@ -42,6 +46,33 @@ def split_empty(centroids: np.ndarray, counts: np.ndarray, rng) -> np.ndarray:
         c[j], c[big] = c[big] + eps, c[big] - eps
         counts[j] = counts[big] = counts[big] / 2
     return c
+
+
+# Below this much work per iteration (rows x clusters x dimensions), Ray's per-task cost
+# outweighs a cluster's extra cores: the array stays in process.
+RAY_MIN_WORK = 2 ** 30
+
+
+def as_shards(x, k: int):
+    """A shards object as is; an array as Ray shards (one per CPU of the running Ray) when
+    Ray is running and the work is large, else as one in-process shard."""
+    if hasattr(x, "map"):
+        return x
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"expected an (n, d) array, got shape {x.shape}")
+    cpus = _ray_cpus()
+    if cpus > 1 and x.shape[0] >= 2 * cpus and x.size * k >= RAY_MIN_WORK:
+        from raypipe.jobs.kmeans_tasks import RayShards
+        return RayShards.from_arrays(np.array_split(x, cpus))
+    return LocalShards([x])
+
+
+def _ray_cpus() -> int:
+    ray = sys.modules.get("ray")            # never imported here: only a running Ray counts
+    if ray is None or not ray.is_initialized():
+        return 0
+    return int(ray.cluster_resources().get("CPU", 0))
 
 
 class LocalShards:
@@ -96,8 +127,9 @@ class Checkpoint:
 
 
 class KMeans:
-    """scikit-learn's vocabulary. `fit(x)`: x is an (n, d) float32 array or a shards object
-    (`LocalShards`, `jobs.kmeans_tasks.RayShards`)."""
+    """scikit-learn's vocabulary. `fit(x)`: x is an (n, d) float32 array (sharded over a
+    running Ray when large, see `as_shards`) or a shards object (`LocalShards`,
+    `jobs.kmeans_tasks.RayShards`)."""
 
     def __init__(self, n_clusters: int = 8, *, init="k-means||", n_init: int = 1,
                  max_iter: int = 50, tol: float = 1e-4, random_state: int | None = None,
@@ -112,7 +144,8 @@ class KMeans:
         self.checkpoint = Checkpoint(checkpoint_path)
 
     def fit(self, x) -> "KMeans":
-        shards = x if hasattr(x, "map") else LocalShards([np.asarray(x, np.float32)])
+        shards = as_shards(x, self.n_clusters)
+        self.n_shards_ = len(shards.sizes)
         n, k = sum(shards.sizes), self.n_clusters
         if n < k:
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}")

@@ -126,7 +126,7 @@ def test_spherical_centroids_are_unit_length():
 @pytest.mark.gpu
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
 def test_gpu_assignment_matches_cpu(monkeypatch):
-    from raypipe.segments import shard as kmeans_shard
+    from raypipe.segments import nearest as kmeans_shard
     x, _ = make_blobs(5000, centers=8, n_features=16, random_state=0)
     x = x.astype(np.float32)
     centroids = x[:8].copy()
@@ -135,3 +135,68 @@ def test_gpu_assignment_matches_cpu(monkeypatch):
     cpu = kmeans_shard.assign(x, centroids, 2)
     assert (gpu[1] == cpu[1]).mean() > 0.999
     np.testing.assert_allclose(gpu[0], cpu[0], rtol=1e-3, atol=1e-2)
+
+
+def _plain_lloyd(x, centroids, iters):
+    """Reference: textbook Lloyd with full float64 distances, labels per iteration."""
+    out = []
+    for _ in range(iters):
+        d = ((x[:, None, :].astype(np.float64) - centroids[None]) ** 2).sum(2)
+        labels = d.argmin(1)
+        out.append(labels)
+        sums = np.zeros_like(centroids, np.float64)
+        np.add.at(sums, labels, x)
+        counts = np.bincount(labels, minlength=len(centroids))
+        centroids = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    return out
+
+
+@pytest.mark.parametrize("full_share,dense_share,moved_share,threads", [
+    (0.5, 0.8, 0.25, 1), (0.0, 0.0, 0.25, 2), (0.0, 1.0, 0.25, 2), (1.0, 0.8, 0.25, 2),
+    (1.0, 0.8, 0.0, 1), (0.5, 0.8, 1.0, 2)])
+def test_bounded_steps_give_textbook_lloyd_labels(monkeypatch, full_share, dense_share,
+                                                  moved_share, threads):
+    """Whichever way a row is rechecked (against its candidate centroids, or all of them in
+    whole or gathered blocks, on 1 or 2 threads) and whether the sums are patched or
+    recounted, every step's labels are Lloyd's."""
+    from raypipe.segments import lloyd, nearest
+    monkeypatch.setattr(lloyd, "FULL_SHARE", full_share)
+    monkeypatch.setattr(lloyd, "DENSE_SHARE", dense_share)
+    monkeypatch.setattr(lloyd, "MOVED_SHARE", moved_share)
+    monkeypatch.setattr(lloyd, "BLOCK", 256)
+    monkeypatch.setattr(nearest, "BLOCK", 256)
+    monkeypatch.setattr(nearest, "threads", lambda: threads)
+    # Blobs asked for 3x their number of segments: some rows have a few candidates, some many.
+    x, _ = make_blobs(3000, centers=4, n_features=8, cluster_std=1.0, random_state=2)
+    x = np.vstack([x, np.random.default_rng(0).uniform(-12, 12, (600, 8))]).astype(np.float32)
+    centroids = x[::300].copy()
+    expected = _plain_lloyd(x, centroids, 8)
+    state = None
+    for step, labels in enumerate(expected):
+        state, (sums, counts) = lloyd.lloyd_step(x, state, centroids)
+        assert (state[0] == labels).mean() > 0.999, step        # float32 near-ties aside
+        np.testing.assert_array_equal(counts, np.bincount(state[0], minlength=12))
+        assert (state.upper >= 0).all() and np.isfinite(state.upper).all()
+        ref = np.zeros((12, 8))
+        np.add.at(ref, state[0], x)
+        np.testing.assert_allclose(sums, ref, rtol=1e-6, atol=1e-3)
+        centroids = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+
+def test_fit_array_with_ray_running_uses_every_cpu(ray_session, monkeypatch):
+    from raypipe.segments import kmeans
+    monkeypatch.setattr(kmeans, "RAY_MIN_WORK", 0)
+    x, _ = make_blobs(6000, centers=6, n_features=10, cluster_std=2.0, random_state=4)
+    x = x.astype(np.float32)
+    local = KMeans(6, random_state=3).fit(LocalShards([x]))
+    remote = KMeans(6, random_state=3).fit(x)
+    assert local.n_shards_ == 1
+    assert remote.n_shards_ == int(ray_session.cluster_resources()["CPU"]) == 2
+    np.testing.assert_allclose(local.cluster_centers_, remote.cluster_centers_, rtol=1e-5,
+                               atol=1e-5)
+    assert np.array_equal(local.labels_, remote.labels_)
+
+
+def test_small_array_stays_in_process_with_ray_running(ray_session):
+    x, _ = make_blobs(500, centers=3, n_features=4, random_state=0)
+    assert KMeans(3, random_state=0).fit(x).n_shards_ == 1
