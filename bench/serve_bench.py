@@ -12,8 +12,9 @@ hide its queue (no coordinated omission).
 
   .venv/bin/python bench/serve_bench.py --artifacts artifacts
 prints one JSON line: per server and workload p50/p99 ms, requests/s and errors, and the
-ratio of Serve's GET throughput to the plain app's, for each path into Serve: through its
-HTTP proxy, and straight to the Recommender replica's own port (direct ingress).
+ratio of Serve's GET throughput to the plain app's, for each path into Serve: through the
+advertised port (HAProxy, or Serve's HTTP proxy with --front-door proxy), and straight to
+the Recommender replica's own port (direct ingress).
 """
 from __future__ import annotations
 
@@ -143,28 +144,33 @@ def direct_port(first: int = 30000, tries: int = 16) -> int | None:
     return None
 
 
-def run_serve(args, files) -> dict:
-    """-> {"proxy": figures through Serve's HTTP proxy, "direct": figures straight to the
-    replica's own port (direct ingress; absent with --serve-defaults)}."""
+def run_serve(args, files) -> tuple[dict, str]:
+    """-> ({"advertised": figures through the front door on the advertised port (HAProxy or
+    Serve's proxy, chosen as `raypipe serve --front-door` does), "direct": figures straight
+    to the replica's own port (direct ingress; absent with --serve-defaults)}, the door)."""
     import ray
     from ray import serve
     from raypipe.jobs import runtime
-    from serve.app import ServeArgs, app_builder, use_fast_path_env
+    from serve import frontdoor
+    from serve.app import ServeArgs, app_builder
     port = free_port()
+    # Loopback only, no key: anonymous access is asked for by name, as HAProxy mode opens
+    # the replicas' ports on every interface.
+    door = frontdoor.choose(args.front_door, may_expose=True)
     if not args.serve_defaults:
-        use_fast_path_env()            # as `raypipe serve` does
+        frontdoor.use_env(door)            # as `raypipe serve` does
     runtime.start(num_cpus=args.num_cpus)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(app_builder(ServeArgs(artifacts=args.artifacts)), name="raypipe",
-              route_prefix="/")
+    serve.run(app_builder(ServeArgs(artifacts=args.artifacts, allow_anonymous=True)),
+              name="raypipe", route_prefix="/")
     base = f"http://127.0.0.1:{port}"
     wait_ready(base)
     try:
-        out = {"proxy": workloads(base, files, args)}
+        out = {"advertised": workloads(base, files, args)}
         direct = None if args.serve_defaults else direct_port()
         if direct:
             out["direct"] = workloads(f"http://127.0.0.1:{direct}", files, args)
-        return out
+        return out, door.note
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -220,6 +226,8 @@ def main() -> None:
     p.add_argument("--post-rate", type=float, default=20)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--num-cpus", type=int, default=None)
+    p.add_argument("--front-door", choices=("auto", "haproxy", "proxy"), default="auto",
+                   help="what answers on the advertised port (as `raypipe serve`)")
     p.add_argument("--serve-defaults", action="store_true",
                    help="leave Ray Serve's request-path settings at Ray's defaults")
     p.add_argument("--drive", help=argparse.SUPPRESS)
@@ -235,12 +243,12 @@ def main() -> None:
     import tempfile
     with tempfile.TemporaryDirectory() as folder:
         files = request_files(args.artifacts, folder)
-        serve_figures = run_serve(args, files)
+        serve_figures, door = run_serve(args, files)
         plain_figures = run_plain(args, files)
     plain_rps = max(plain_figures["get_max"]["rps"], 1e-9)
     print(json.dumps({"bench": "serve", "artifacts": args.artifacts, "cpus": os.cpu_count(),
                       "serve_env": "ray defaults" if args.serve_defaults else "FAST_PATH_ENV",
-                      "seconds": args.seconds, "serve": serve_figures, "plain": plain_figures,
+                      "front_door": door, "seconds": args.seconds, "serve": serve_figures, "plain": plain_figures,
                       "get_throughput_ratio": {
                           path: round(f["get_max"]["rps"] / plain_rps, 3)
                           for path, f in serve_figures.items()}}))

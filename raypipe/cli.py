@@ -51,6 +51,9 @@ def _serve_parser(sub):
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--allow-anonymous", action="store_true",
                    help="serve without an API key on a non-loopback --host (otherwise refused)")
+    p.add_argument("--front-door", choices=("auto", "haproxy", "proxy"), default="auto",
+                   help="what answers on --port: HAProxy over the replicas' own ports "
+                        "(auto: where it runs and an API key is set), or Serve's proxy")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a serve.app.ServeArgs field, e.g. max_events=200 (repeatable)")
     p.add_argument("--address", help="Ray cluster address ('auto' on a cluster node)")
@@ -181,7 +184,8 @@ def _serve(args) -> int:
     from ray import serve
 
     from raypipe.jobs import runtime
-    from serve.app import ServeArgs, app_builder, use_fast_path_env
+    from serve import frontdoor
+    from serve.app import ServeArgs, app_builder
     fields = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -193,13 +197,16 @@ def _serve(args) -> int:
         fields["allow_anonymous"] = True
     serve_args = ServeArgs(artifacts=args.artifacts, **fields)
     from serve.api import check_exposure, read_api_key
+    api_key = read_api_key(serve_args.api_key_env, serve_args.api_key_file_env)
     try:                  # before anything starts: no key on an open address is refused
-        check_exposure(read_api_key(serve_args.api_key_env, serve_args.api_key_file_env),
-                       args.host, serve_args.allow_anonymous)
-    except PermissionError as exc:
+        door = frontdoor.choose(args.front_door, api_key is not None or
+                                serve_args.allow_anonymous)
+        check_exposure(api_key, "0.0.0.0" if door.exposes_replicas else args.host,
+                       serve_args.allow_anonymous)
+    except (PermissionError, ValueError) as exc:
         print(f"raypipe: error: {exc}", file=sys.stderr)
         return 2
-    use_fast_path_env()
+    frontdoor.use_env(door)
     runtime.start(args.address, args.num_cpus)
     serve.start(http_options={"host": args.host, "port": args.port})
     try:
@@ -212,8 +219,8 @@ def _serve(args) -> int:
         serve.run(app, name="raypipe", route_prefix="/")
         direct = os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "30000")
         print(f"raypipe: serving {args.artifacts} at http://{args.host}:{args.port} "
-              f"(API docs at /docs); each replica also answers directly on its own port "
-              f"from {direct} up; Ctrl-C stops", flush=True)
+              f"(API docs at /docs) through {door.note}; each replica also answers on its "
+              f"own port from {direct} up; Ctrl-C stops", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

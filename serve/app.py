@@ -24,36 +24,15 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve import frontdoor
 from serve.api import Limits, build_api, check_exposure, guarded, read_api_key
 from serve.settings import deployment_options
 
 log = logging.getLogger("ray.serve")
 
-# Ray Serve's knobs for a lighter request path (its "Performance Tuning" guide; the set that
-# RAY_SERVE_THROUGHPUT_OPTIMIZED turns on): user code and routing on the replica's own event
-# loop, gRPC between deployments, access logs buffered, not echoed to stderr, and direct
-# ingress: each Recommender replica also serves HTTP itself on its own port (from
-# RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT, 30000), skipping the proxy actor, which costs
-# ~10 ms of CPU per request on 2 cores. The proxy port keeps working; on a cluster, Ray's
-# HAProxy mode (RAY_SERVE_ENABLE_HA_PROXY=1) balances over the direct ports
-# (docs/benchmarks.md has the figures for both paths).
-# Ray's processes read these at start: `raypipe serve` sets them before starting a local
-# Ray; on a cluster, put them in the environment of every node's `ray start`.
-FAST_PATH_ENV = {
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
-    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
-    "RAY_SERVE_LOG_TO_STDERR": "0",
-    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
-}
-
-
-def use_fast_path_env() -> None:
-    """Set FAST_PATH_ENV in this process (where not set already), before Ray starts."""
-    import os
-    for key, value in FAST_PATH_ENV.items():
-        os.environ.setdefault(key, value)
+# The request path's settings and the front door (HAProxy or Serve's proxy) live in
+# serve/frontdoor.py; FAST_PATH_ENV stays importable from here.
+FAST_PATH_ENV = frontdoor.FAST_PATH_ENV
 
 
 class ServeArgs(BaseModel):
@@ -81,8 +60,11 @@ class ServeArgs(BaseModel):
 
 
 def serve_host() -> str | None:
-    """The address Ray Serve's HTTP proxy listens on, from its controller; None when it
-    cannot be asked (then the service counts as exposed)."""
+    """The address the service listens on: every interface in HAProxy mode (the replicas'
+    own ports), else Ray Serve's HTTP proxy's, from its controller; None when it cannot be
+    asked (then the service counts as exposed)."""
+    if frontdoor.replicas_exposed():
+        return "0.0.0.0"
     try:
         import ray
         from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from serve.app import FAST_PATH_ENV
+from serve.frontdoor import HAPROXY_ENV
 
 PATH = os.path.join(os.path.dirname(__file__), "..", "..", "cluster.yaml")
 
@@ -49,5 +50,5 @@ def test_dashboard_stays_on_the_head_and_serve_gets_its_fast_path(cluster):
     head = " ".join(cluster["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
     for commands in (head, " ".join(cluster["worker_start_ray_commands"])):
-        for key, value in FAST_PATH_ENV.items():
+        for key, value in {**FAST_PATH_ENV, **HAPROXY_ENV}.items():
             assert f"{key}={value}" in commands, key
