@@ -53,6 +53,17 @@ def test_raypipe_serve_refuses_an_open_address_without_a_key_before_starting(mon
     assert "no API key" in capsys.readouterr().err
 
 
+def test_raypipe_serve_will_not_open_haproxy_mode_without_a_key(monkeypatch, capsys):
+    """HAProxy mode opens the replicas' ports on every interface: asked for by name with no
+    key, `raypipe serve` refuses before starting anything, saying why."""
+    from raypipe.cli import main
+    monkeypatch.delenv("RAYPIPE_API_KEY", raising=False)
+    monkeypatch.delenv("RAYPIPE_API_KEY_FILE", raising=False)
+    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY", raising=False)
+    assert main(["serve", "--artifacts", "nowhere", "--front-door", "haproxy"]) == 2
+    assert "API key" in capsys.readouterr().err
+
+
 def test_keys_are_compared_as_bytes():
     assert key_matches("s3cret", "s3cret")
     assert not key_matches("s3cre", "s3cret") and not key_matches(None, "s3cret")
