@@ -8,7 +8,7 @@ import ray
 
 from raypipe.arrays import to_numpy
 from raypipe.config import ProfileConfig, RecommendConfig, UserConfig
-from raypipe.jobs.runtime import USER_BATCH, fetch, to_table
+from raypipe.jobs.runtime import USER_BATCH, fetch, shuffle_partitions, to_table
 from raypipe.segments.profiles import COUNTS, nearest_segments, profile_table, segment_item_mass
 from raypipe.vectors.pooling import history_rows, history_weights
 from raypipe.vectors.users import UserModel
@@ -61,6 +61,6 @@ def profile_users(users, catalogue_ref, model: SegmentModel):
     # Larger batches: each emits its (segment, item) sums, which the group-by then merges.
     mass = (users.map_batches(_mass, batch_size=4 * USER_BATCH, batch_format="pyarrow",
                               fn_kwargs=kwargs)
-            .groupby(["segment", "item_row"]).sum("weight")
+            .groupby(["segment", "item_row"], num_partitions=shuffle_partitions()).sum("weight")
             .rename_columns({"sum(weight)": "weight"}))
     return profiles, model_ref, to_table(mass)

@@ -8,7 +8,7 @@ import ray
 
 from raypipe.arrays import to_numpy
 from raypipe.jobs.profiles import SegmentModel, segments_of
-from raypipe.jobs.runtime import USER_BATCH, cached, fetch, to_table
+from raypipe.jobs.runtime import USER_BATCH, cached, fetch, shuffle_partitions, to_table
 from raypipe.recommend.cooccur import follower_pairs, held_out
 from raypipe.recommend.index import index_info
 from raypipe.recommend.inputs import interest_queries, purchased
@@ -81,7 +81,8 @@ def count_followers(users, catalogue_ref, window: int, share: float, seed: int) 
     pairs = users.map_batches(_pairs, batch_size=4 * USER_BATCH, batch_format="pyarrow",
                               fn_kwargs={"catalogue": catalogue_ref, "window": window,
                                          "share": share, "seed": seed})
-    return to_table(pairs.groupby(["src", "dst"]).sum(["count", "held"])
+    return to_table(pairs.groupby(["src", "dst"], num_partitions=shuffle_partitions())
+                    .sum(["count", "held"])
                     .rename_columns({"sum(count)": "count", "sum(held)": "held"}))
 
 
