@@ -1,11 +1,11 @@
-"""K-means over sharded vectors. Knows nothing about Ray.
+"""K-means over sharded vectors. Knows nothing about Ray but where it says so below.
 
 Follows faiss `contrib/clustering.py`: the data is a set of shards that answer one question,
-`lloyd_step(x, state, centroids) -> (state, (sums, counts))` (kmeans_shard.py; the state holds
-Hamerly's distance bounds so most rows skip the distance computation once centroids settle);
-the driver adds the answers, `update` turns totals into centroids, and `split_empty` re-seeds
-empty clusters by splitting the largest. `LocalShards` keeps shards in memory; `jobs/kmeans_tasks.RayShards`
-keeps them in Ray's object store and answers with Ray tasks. Both run through the same
+`lloyd_step(x, state, centroids) -> (state, (sums, counts))` (lloyd.py; the state holds
+distance bounds so rows whose label cannot change skip the distance computation); the
+driver adds the answers, `update` turns totals into centroids, and `split_empty` re-seeds
+empty clusters by splitting the largest. `LocalShards` keeps shards in memory;
+`jobs/kmeans_tasks.RayShards` keeps them in Ray's object store and answers with Ray tasks. Both run through the same
 `KMeans.fit` loop, so they give the same result for the same seed. `fit(array)` with Ray
 running in the process shards a large array across the cluster's CPUs (the one place this
 module looks for Ray, lazily); a small one stays in process, where the shard functions use

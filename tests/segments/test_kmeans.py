@@ -200,3 +200,27 @@ def test_fit_array_with_ray_running_uses_every_cpu(ray_session, monkeypatch):
 def test_small_array_stays_in_process_with_ray_running(ray_session):
     x, _ = make_blobs(500, centers=3, n_features=4, random_state=0)
     assert KMeans(3, random_state=0).fit(x).n_shards_ == 1
+
+
+@pytest.mark.parametrize("d,k", [(4, 16), (16, 4), (8, 1)])
+def test_nearest_centroids_equal_a_full_sort_on_both_product_paths(d, k):
+    """More centroids than dimensions takes the ones-column product, fewer the added |c|^2;
+    both give a full sort's two nearest, and the BLAS is left with its thread count."""
+    from raypipe.segments import nearest
+    rng = np.random.default_rng(d * 100 + k)
+    x = rng.standard_normal((3000, d)).astype(np.float32)
+    c = rng.standard_normal((k, d)).astype(np.float32)
+    full = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(2)
+    order = np.argsort(full, axis=1)
+    threads = nearest.threads()
+    labels, near, far = nearest.nearest2(x, c)
+    assert (labels == order[:, 0]).mean() > 0.999
+    np.testing.assert_allclose(near, full[np.arange(3000), order[:, 0]], rtol=1e-4, atol=1e-4)
+    if k > 1:
+        np.testing.assert_allclose(far, full[np.arange(3000), order[:, 1]], rtol=1e-4,
+                                   atol=1e-4)
+    else:
+        assert np.isinf(far).all()
+    d2, lab = nearest.assign(x, c, 3)
+    assert (lab[:, :min(3, k)] == order[:, :min(3, k)]).mean() > 0.999
+    assert nearest.threads() == threads
