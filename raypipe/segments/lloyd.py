@@ -138,8 +138,9 @@ def _recheck(x, x_sq, cents: Centroids, gaps, labels, upper, lower, bound) -> No
     rest = everything[~whole[everything // size]]
     jobs = [("all", parts[i]) for i in np.flatnonzero(whole)]
     jobs += [("all", rest[i:i + size]) for i in range(0, len(rest), size)]
-    if gaps is not None:
-        jobs += _candidate_jobs(doubt[~full[labels[doubt]]], labels, candidates, gaps)
+    if gaps is not None:       # rows of whole blocks are measured there, once
+        few = doubt[~full[labels[doubt]]]
+        jobs += _candidate_jobs(few[~whole[few // size]], labels, candidates, gaps)
 
     def one(job):
         if job[0] == "all":

@@ -224,3 +224,35 @@ def test_nearest_centroids_equal_a_full_sort_on_both_product_paths(d, k):
     d2, lab = nearest.assign(x, c, 3)
     assert (lab[:, :min(3, k)] == order[:, :min(3, k)]).mean() > 0.999
     assert nearest.threads() == threads
+
+
+def test_each_doubtful_row_is_measured_by_one_job_only(monkeypatch):
+    """Jobs run on threads and write their rows in place: no row may belong to two."""
+    from raypipe.segments import lloyd, nearest
+    monkeypatch.setattr(lloyd, "BLOCK", 128)
+    monkeypatch.setattr(lloyd, "DENSE_SHARE", 0.3)
+    monkeypatch.setattr(lloyd, "block_rows", lambda k: 128)
+    seen = []
+    real = nearest.parallel_map
+
+    def record(fn, jobs):
+        for job in jobs:
+            at = job[1]
+            seen.append(np.arange(at.start, at.stop) if isinstance(at, slice) else at)
+        return real(fn, jobs)
+
+    monkeypatch.setattr(lloyd, "parallel_map", record)
+    # Far-apart blobs (few candidates per centroid) among scattered rows (many), shuffled,
+    # so blocks measured whole hold rows of groups with few candidates too.
+    x, _ = make_blobs(4000, centers=6, n_features=6, cluster_std=1.0, center_box=(-60, 60),
+                      random_state=1)
+    x = np.vstack([x, np.random.default_rng(1).uniform(-80, 80, (400, 6))]).astype(np.float32)
+    x = x[np.random.default_rng(2).permutation(len(x))]
+    centroids = x[::110].copy()
+    state = None
+    for _ in range(4):
+        seen.clear()
+        state, (sums, counts) = lloyd.lloyd_step(x, state, centroids)
+        rows = np.concatenate(seen) if seen else np.zeros(0, int)
+        assert len(rows) == len(np.unique(rows))
+        centroids = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
