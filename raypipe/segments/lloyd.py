@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from raypipe.segments.nearest import (BLOCK, Centroids, block_nearest, block_rows, blocks,
+from raypipe.segments.nearest import (BLOCK, Centroids, assign, block_nearest, block_rows, blocks,
                                       nearest2,
                                       parallel_blocks, parallel_map, row_norms, use_gpu)
 
@@ -113,7 +113,6 @@ def _bounds(state: Bounds, centroids: np.ndarray, gaps):
 
 
 def _nearest_other(centroids: np.ndarray) -> np.ndarray:
-    from raypipe.segments.nearest import assign
     return assign(centroids, centroids, 2)[0][:, 1]
 
 

@@ -71,6 +71,19 @@ def row_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
 
 
+def _product(xb: np.ndarray, cents: Centroids) -> np.ndarray:
+    """|c|^2 - 2 x.c for a block, (b, k), in this thread's scratch buffer."""
+    b, dim = xb.shape
+    k = len(cents)
+    if k > dim:
+        aug, d = _scratch(b, dim, k)
+        aug[:, :dim] = xb
+        return np.matmul(aug, cents.aug_t, out=d)
+    d = np.matmul(xb, cents.aug_t[:dim], out=_scratch(b, dim, k)[1])
+    d += cents.sq
+    return d
+
+
 def block_nearest(xb: np.ndarray, cents: Centroids, second: bool,
                   x_sq: np.ndarray | None = None, first: bool = False):
     """One block -> (labels (b,), squared distance to the nearest (b,), to the second nearest
@@ -78,15 +91,8 @@ def block_nearest(xb: np.ndarray, cents: Centroids, second: bool,
     centroid 0 when `first`. x_sq: the rows' |x|^2 if known. With more centroids than
     dimensions the rows get a ones column (one product, no add); otherwise |c|^2 is added
     to the product (the add is then the smaller pass)."""
-    b, dim = xb.shape
-    k = len(cents)
-    if k > dim:
-        aug, d = _scratch(b, dim, k)
-        aug[:, :dim] = xb
-        np.matmul(aug, cents.aug_t, out=d)
-    else:
-        d = np.matmul(xb, cents.aug_t[:dim], out=_scratch(b, dim, k)[1])
-        d += cents.sq
+    b, k = len(xb), len(cents)
+    d = _product(xb, cents)
     labels = d.argmin(1)
     rows = np.arange(b)
     x_sq = row_norms(xb) if x_sq is None else x_sq
@@ -189,9 +195,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, k: int = 1) -> tuple[np.ndarray
 
     def one(rows: slice):
         xb = np.ascontiguousarray(x[rows], np.float32)
-        aug, d = _scratch(len(xb), xb.shape[1], len(cents))
-        aug[:, :xb.shape[1]] = xb
-        np.matmul(aug, cents.aug_t, out=d)
+        d = _product(xb, cents)
         lab = np.argpartition(d, k - 1, axis=1)[:, :k]
         lab = np.take_along_axis(lab, np.take_along_axis(d, lab, 1).argsort(1), 1)
         d2[rows] = np.maximum(np.take_along_axis(d, lab, 1) +
