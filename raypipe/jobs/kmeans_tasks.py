@@ -31,6 +31,8 @@ def _to_matrix(block: pa.Table, column: str) -> np.ndarray:
 class RayShards:
     """Same interface as `kmeans.LocalShards`, over object-store references."""
 
+    concurrent = True         # restarts run at the same time: their tasks share the cluster
+
     def __init__(self, refs: list, sizes: list[int], dim: int):
         self.refs, self.sizes, self.dim = refs, sizes, dim
 

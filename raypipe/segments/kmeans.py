@@ -1,31 +1,36 @@
-"""K-means over sharded vectors. Knows nothing about Ray but where it says so below.
+"""K-means over sharded vectors, as a scikit-learn estimator. Knows nothing about Ray.
 
-Follows faiss `contrib/clustering.py`: the data is a set of shards that answer one question,
-`lloyd_step(x, state, centroids) -> (state, (sums, counts))` (lloyd.py; the state holds
-distance bounds so rows whose label cannot change skip the distance computation); the
-driver adds the answers, `update` turns totals into centroids, and `split_empty` re-seeds
-empty clusters by splitting the largest. `LocalShards` keeps shards in memory;
-`jobs/kmeans_tasks.RayShards` keeps them in Ray's object store and answers with Ray tasks. Both run through the same
-`KMeans.fit` loop, so they give the same result for the same seed. `fit(array)` with Ray
-running in the process shards a large array across the cluster's CPUs (the one place this
-module looks for Ray, lazily); a small one stays in process, where the shard functions use
-every core through threads.
+Follows faiss `contrib/clustering.py`: the data is a set of shards (inputs.py) that answer
+one question, `lloyd_step(x, state, centroids) -> (state, (sums, counts))` (lloyd.py; the
+state holds distance bounds so rows whose label cannot change skip the distance
+computation); the driver adds the answers, `update` turns totals into centroids, and
+`split_empty` re-seeds empty clusters by splitting the largest. `LocalShards` keeps shards
+in memory; `jobs/kmeans_tasks.RayShards` keeps them in Ray's object store and answers with
+Ray tasks. Both run through the same `KMeans.fit` loop, so they give the same result for the
+same seed. `fit(array)` with Ray running shards a large array across the cluster's CPUs
+(`inputs.as_shards`); a small one stays in process, where the shard functions use every core
+through threads. Restarts (`n_init`) run concurrently on Ray shards, one after another in
+process; each has its own seed, so both orders give the same result.
 """
 from __future__ import annotations
 
-import io
 import logging
-import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin,
+                          TransformerMixin)
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from raypipe.run import paths as rio
+from raypipe.segments.inputs import Checkpoint, LocalShards, as_shards
 from raypipe.segments.seeding import canonical, kmeans_parallel, kmeans_plus_plus
 from raypipe.segments.shard import (assign, check_finite, lloyd_step, shard_labels,
-                                  shard_predict, shard_sample)
+                                    shard_predict, uniform)
 
 log = logging.getLogger(__name__)
 __all__ = ["KMeans", "LocalShards", "assign", "shard_predict", "update", "split_empty"]
+INITS = ("k-means||", "k-means++", "random")
+ARI_ROWS = 100_000     # restarts' agreement is measured on at most this many rows
 
 
 def update(sums: np.ndarray, counts: np.ndarray, spherical: bool = False) -> np.ndarray:
@@ -48,159 +53,139 @@ def split_empty(centroids: np.ndarray, counts: np.ndarray, rng) -> np.ndarray:
     return c
 
 
-# Below this much work per iteration (rows x clusters x dimensions), Ray's per-task cost
-# outweighs a cluster's extra cores: the array stays in process.
-RAY_MIN_WORK = 2 ** 30
+class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+    """K-means in scikit-learn's vocabulary (get_params, fit, predict, transform, score,
+    sample_weight), so it works in Pipelines and GridSearchCV. `fit(X)`: an (n, d) array
+    (sharded over a running Ray when large, see `inputs.as_shards`) or a shards object
+    (`LocalShards`, `jobs.kmeans_tasks.RayShards`).
 
-
-def as_shards(x, k: int):
-    """A shards object as is; an array as Ray shards (one per CPU of the running Ray) when
-    Ray is running and the work is large, else as one in-process shard."""
-    if hasattr(x, "map"):
-        return x
-    x = np.asarray(x, np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"expected an (n, d) array, got shape {x.shape}")
-    cpus = _ray_cpus()
-    if cpus > 1 and x.shape[0] >= 2 * cpus and x.size * k >= RAY_MIN_WORK:
-        from raypipe.jobs.kmeans_tasks import RayShards
-        return RayShards.from_arrays(np.array_split(x, cpus))
-    return LocalShards([x])
-
-
-def _ray_cpus() -> int:
-    ray = sys.modules.get("ray")            # never imported here: only a running Ray counts
-    if ray is None or not ray.is_initialized():
-        return 0
-    return int(ray.cluster_resources().get("CPU", 0))
-
-
-class LocalShards:
-    """Shards as in-memory arrays; `map(fn, *args)` calls fn(shard, *args) for each."""
-
-    def __init__(self, shards: list[np.ndarray]):
-        self.shards = [np.ascontiguousarray(s, np.float32) for s in shards]
-        self.sizes = [len(s) for s in self.shards]
-        self.dim = self.shards[0].shape[1]
-
-    def map(self, fn, *args) -> list:
-        return [fn(s, *args) for s in self.shards]
-
-    def sample(self, fraction: float, seed: int) -> list[np.ndarray]:
-        return self.map(shard_sample, fraction, seed)
-
-    def scan(self, fn, states, *args) -> tuple[list, list]:
-        """fn(shard, state, *args) -> (state, result) for each shard, keeping the states."""
-        out = [fn(s, st, *args) for s, st in zip(self.shards, states or [None] * len(self.shards))]
-        return [o[0] for o in out], [o[1] for o in out]
-
-
-class Checkpoint:
-    """Centroids after every iteration, so an interrupted fit resumes where it stopped."""
-
-    def __init__(self, uri: str | None):
-        self.uri = uri
-
-    def load(self, k: int, d: int):
-        if not self.uri:
-            return None
-        fs, path = rio.resolve(self.uri)
-        if fs.get_file_info(path).type.name == "NotFound":
-            return None
-        with fs.open_input_stream(path) as f:
-            z = np.load(io.BytesIO(f.read()))
-            state = {name: z[name] for name in z.files}
-        if state["centroids"].shape != (k, d):
-            raise ValueError(f"checkpoint {self.uri} holds centroids of shape "
-                             f"{state['centroids'].shape}, expected {(k, d)}")
-        return state
-
-    def save(self, **state) -> None:
-        if not self.uri:
-            return
-        buf = io.BytesIO()
-        np.savez(buf, **state)
-        fs, path = rio.resolve(self.uri)
-        with fs.open_output_stream(path + ".tmp") as f:
-            f.write(buf.getvalue())
-        fs.move(path + ".tmp", path)           # a reader never sees half a checkpoint
-
-
-class KMeans:
-    """scikit-learn's vocabulary. `fit(x)`: x is an (n, d) float32 array (sharded over a
-    running Ray when large, see `as_shards`) or a shards object (`LocalShards`,
-    `jobs.kmeans_tasks.RayShards`)."""
+    After fit: cluster_centers_, labels_, inertia_, n_iter_, n_features_in_, n_shards_,
+    restarts_ (each restart's seed run, inertia and iterations) and restart_ari_ (mean
+    adjusted Rand index between restarts' labels; None with one restart)."""
 
     def __init__(self, n_clusters: int = 8, *, init="k-means||", n_init: int = 1,
-                 max_iter: int = 50, tol: float = 1e-4, random_state: int | None = None,
+                 max_iter: int = 50, tol: float = 1e-4, random_state=None,
                  spherical: bool = False, sample_size: int = 100_000,
                  checkpoint_path: str | None = None):
-        if n_clusters < 1 or n_init < 1 or max_iter < 1:
-            raise ValueError(f"n_clusters={n_clusters}, n_init={n_init}, max_iter={max_iter} "
-                             f"should all be >= 1")
         self.n_clusters, self.init, self.n_init = n_clusters, init, n_init
         self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
         self.spherical, self.sample_size = spherical, sample_size
-        self.checkpoint = Checkpoint(checkpoint_path)
+        self.checkpoint_path = checkpoint_path
 
-    def fit(self, x) -> "KMeans":
-        shards = as_shards(x, self.n_clusters)
+    def fit(self, X, y=None, sample_weight=None) -> "KMeans":
+        self._check_params()
+        shards = self._shards(X, sample_weight)
         self.n_shards_ = len(shards.sizes)
         n, k = sum(shards.sizes), self.n_clusters
         if n < k:
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}")
         shards.map(check_finite)
         rng = np.random.default_rng(self.random_state)
-        sample = self._sample(shards, rng)
-        tol = self.tol * float(sample.var(0).mean())
-        state = self.checkpoint.load(k, shards.dim)
-        best, start = None, 0
-        if state is not None:
-            start = int(state["run"])
-            best = (state["best"], float(state["best_inertia"]), int(state["best_iter"])) \
-                if state["best_inertia"] >= 0 else None
-            log.info("k-means: resuming run %d at iteration %d", start, int(state["iteration"]))
-        for run in range(start, self.n_init):
-            seeds = self._init(shards, sample, rng)   # drawn even when resumed: same rng path
-            resume = state if state is not None and run == start else None
-            centroids, n_iter, states = self._run(shards, seeds, tol, rng, run, best, resume)
-            final = shards.scan(shard_labels, states, centroids)[1]
-            inertia = sum(f[1] for f in final)
-            log.info("k-means run %d: inertia %.4f after %d iterations", run, inertia, n_iter)
-            if best is None or inertia < best[1]:
-                best = (centroids, inertia, n_iter, [f[0] for f in final])
-        self.cluster_centers_, self.inertia_, self.n_iter_ = best[:3]
-        self.labels_ = np.concatenate(best[3]) if len(best) > 3 else \
-            np.concatenate(shards.map(shard_predict, self.cluster_centers_))
+        sample, sample_w = self._sample(shards, rng)
+        tol = self.tol * float(np.average((sample - np.average(sample, 0, sample_w)) ** 2, 0,
+                                          sample_w).mean())
+        base = int(rng.integers(2**62))
+        checkpoint = Checkpoint(self.checkpoint_path)
+        runs = 1 if isinstance(self.init, np.ndarray) else self.n_init
+        fit_one = lambda run, best, resume: self._fit_one(     # noqa: E731
+            shards, sample, sample_w, tol, base, run, best, resume, checkpoint)
+        if shards.concurrent and runs > 1 and not self.checkpoint_path:
+            with ThreadPoolExecutor(runs) as pool:
+                results = list(pool.map(lambda r: fit_one(r, None, None), range(runs)))
+        else:
+            results = self._sequential(fit_one, runs, checkpoint, k, shards.dim)
+        best = min(results, key=lambda r: r["inertia"])
+        self.cluster_centers_, self.inertia_ = best["centroids"], best["inertia"]
+        self.n_iter_, self.labels_ = best["n_iter"], best["labels"]
+        if self.labels_ is None:     # the best run finished before a resumed checkpoint
+            self.labels_ = np.concatenate(shards.map(shard_predict, self.cluster_centers_))
+        self.restarts_ = [{key: r[key] for key in ("run", "inertia", "n_iter")} for r in results]
+        self.restart_ari_ = _mean_ari([r["some_labels"] for r in results if "some_labels" in r])
         return self
 
-    def _sample(self, shards, rng) -> np.ndarray:
+    def _check_params(self) -> None:
+        if not isinstance(self.n_clusters, (int, np.integer)) or self.n_clusters < 1 or \
+                self.n_init < 1 or self.max_iter < 1:
+            raise ValueError(f"n_clusters={self.n_clusters}, n_init={self.n_init}, max_iter="
+                             f"{self.max_iter} should all be integers >= 1")
+        if not isinstance(self.init, np.ndarray) and self.init not in INITS:
+            raise ValueError(f"init={self.init!r} should be one of {INITS} or an array")
+
+    def _shards(self, X, sample_weight):
+        if _is_shards(X):
+            self.n_features_in_ = X.dim
+            return as_shards(X, self.n_clusters, sample_weight)
+        X = validate_data(self, X, dtype=[np.float32, np.float64], ensure_all_finite=False,
+                          ensure_min_samples=1)
+        w = None if sample_weight is None else _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if w is not None and np.count_nonzero(w) < self.n_clusters:
+            raise ValueError(f"sample_weight has {np.count_nonzero(w)} non-zero weights, "
+                             f"fewer than n_clusters={self.n_clusters}")
+        return as_shards(X, self.n_clusters, w)
+
+    def _sequential(self, fit_one, runs: int, checkpoint: Checkpoint, k: int, d: int) -> list:
+        """Restarts one after another, resuming from the checkpoint where there is one."""
+        state, start, results, best = checkpoint.load(k, d), 0, [], None
+        if state is not None:
+            start = int(state["run"])
+            if state["best_inertia"] >= 0:
+                best = (state["best"], float(state["best_inertia"]), int(state["best_iter"]))
+                results.append({"run": -1, "centroids": best[0], "inertia": best[1],
+                                "n_iter": best[2], "labels": None})
+            log.info("k-means: resuming run %d at iteration %d", start, int(state["iteration"]))
+        for run in range(start, runs):
+            result = fit_one(run, best, state if run == start else None)
+            results.append(result)
+            if best is None or result["inertia"] < best[1]:
+                best = (result["centroids"], result["inertia"], result["n_iter"])
+        return results
+
+    def _fit_one(self, shards, sample, sample_w, tol, base, run, best, resume, checkpoint):
+        rng = np.random.default_rng([base, run])
+        seeds = self._init(shards, sample, sample_w, rng)
+        centroids, n_iter, states = self._run(shards, seeds, tol, rng, run, best, resume,
+                                              checkpoint)
+        final = shards.scan(shard_labels, states, centroids)[1]
+        labels = np.concatenate([f[0] for f in final])
+        inertia = sum(f[1] for f in final)
+        log.info("k-means run %d: inertia %.4f after %d iterations", run, inertia, n_iter)
+        return {"run": run, "centroids": centroids, "inertia": inertia, "n_iter": n_iter,
+                "labels": labels, "some_labels": labels[::max(1, len(labels) // ARI_ROWS)]}
+
+    def _sample(self, shards, rng):
         """About `sample_size` rows (at least 20 per cluster) in an order fixed by their
-        contents, so the same data and seed give the same result however it is sharded."""
+        contents, so the same data and seed give the same result however it is sharded;
+        -> (rows, their weights or None)."""
         n = sum(shards.sizes)
-        want = max(self.sample_size, 20 * self.n_clusters)
+        fraction = min(1.0, max(self.sample_size, 20 * self.n_clusters) / n)
         seed = int(rng.integers(2**31))
-        rows = np.concatenate(shards.sample(min(1.0, want / n), seed))
+        if getattr(shards, "weights", None) is not None:      # one in-process shard
+            x, w = shards.shards[0], shards.weights[0]
+            keep = np.flatnonzero((uniform(x, seed) < fraction) & (w > 0))
+            if len(keep) < self.n_clusters:
+                keep = np.flatnonzero(w > 0)
+            return x[keep], w[keep]
+        rows = np.concatenate(shards.sample(fraction, seed))
         if len(rows) < self.n_clusters:
             rows = np.concatenate(shards.sample(1.0, seed))
-        return canonical(rows, seed)
+        return canonical(rows, seed), None
 
-    def _init(self, shards, sample: np.ndarray, rng) -> np.ndarray:
+    def _init(self, shards, sample: np.ndarray, sample_w, rng) -> np.ndarray:
+        """Seeds; weighted fits seed by weighted k-means++ on the weighted sample."""
         if isinstance(self.init, np.ndarray):
             if self.init.shape != (self.n_clusters, shards.dim):
                 raise ValueError(f"init shape {self.init.shape} should be "
                                  f"{(self.n_clusters, shards.dim)}")
             return self.init.astype(np.float32)
         if self.init == "random":
-            return sample[rng.choice(len(sample), self.n_clusters, replace=False)].copy()
-        if self.init == "k-means++":
-            return kmeans_plus_plus(sample, self.n_clusters, rng)
-        if self.init == "k-means||":
-            return kmeans_parallel(shards, self.n_clusters, rng, sample_size=self.sample_size)
-        raise ValueError(f"init={self.init!r} should be 'k-means||', 'k-means++', 'random' "
-                         f"or an array")
+            p = None if sample_w is None else sample_w / sample_w.sum()
+            return sample[rng.choice(len(sample), self.n_clusters, replace=False, p=p)].copy()
+        if self.init == "k-means++" or sample_w is not None:
+            return kmeans_plus_plus(sample, self.n_clusters, rng, weights=sample_w)
+        return kmeans_parallel(shards, self.n_clusters, rng, sample_size=self.sample_size)
 
-    def _run(self, shards, centroids, tol, rng, run, best, resume):
+    def _run(self, shards, centroids, tol, rng, run, best, resume, checkpoint):
         first = 1
         if resume is not None:
             centroids, first = resume["centroids"], int(resume["iteration"]) + 1
@@ -212,21 +197,60 @@ class KMeans:
             new = split_empty(update(sums, counts, self.spherical), counts, rng)
             shift = float(((new - centroids) ** 2).sum())
             centroids = new
-            self.checkpoint.save(centroids=centroids, iteration=it, run=run,
-                                 rng=np.frombuffer(repr(rng.bit_generator.state).encode(),
-                                                   np.uint8),
-                                 best=best[0] if best else centroids,
-                                 best_inertia=best[1] if best else -1.0,
-                                 best_iter=best[2] if best else 0)
+            checkpoint.save(centroids=centroids, iteration=it, run=run,
+                            rng=np.frombuffer(repr(rng.bit_generator.state).encode(), np.uint8),
+                            best=best[0] if best else centroids,
+                            best_inertia=best[1] if best else -1.0,
+                            best_iter=best[2] if best else 0)
             if shift <= tol:      # tol=0: stops exactly when no label changes
                 break
         return centroids, it, states
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return shard_predict(np.asarray(x, np.float32), self.cluster_centers_)
+    def _input(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        return X
 
-    def fit_predict(self, x) -> np.ndarray:
-        return self.fit(x).labels_
+    def predict(self, X) -> np.ndarray:
+        return shard_predict(np.asarray(self._input(X), np.float32), self.cluster_centers_)
+
+    def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def transform(self, X) -> np.ndarray:
+        """(n, d) -> (n, k) Euclidean distances to each centroid, in X's float dtype."""
+        X = self._input(X)
+        c = self.cluster_centers_.astype(X.dtype)
+        d2 = np.einsum("ij,ij->i", X, X)[:, None] + np.einsum("ij,ij->i", c, c) - 2 * X @ c.T
+        return np.sqrt(np.maximum(d2, 0))
+
+    def score(self, X, y=None, sample_weight=None) -> float:
+        """Minus the (weighted) inertia of X against the centroids."""
+        X = self._input(X)
+        w = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        x = np.asarray(X, np.float32)
+        diff = x - self.cluster_centers_[shard_predict(x, self.cluster_centers_)]
+        return -float(np.einsum("ij,ij->i", diff, diff, dtype=np.float64) @ w)
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.cluster_centers_.shape[0]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+def _is_shards(x) -> bool:
+    return hasattr(x, "scan") and hasattr(x, "sizes")
+
+
+def _mean_ari(labelings: list[np.ndarray]):
+    """Mean adjusted Rand index over pairs of labelings; None with fewer than two."""
+    from sklearn.metrics import adjusted_rand_score
+    pairs = [(a, b) for i, a in enumerate(labelings) for b in labelings[i + 1:]]
+    return float(np.mean([adjusted_rand_score(a, b) for a, b in pairs])) if pairs else None
 
 
 def _rng_state(state) -> dict:

@@ -49,10 +49,12 @@ class Bounds(NamedTuple):
     x_sq: np.ndarray
 
 
-def lloyd_step(x: np.ndarray, state: Bounds | None, centroids: np.ndarray):
-    """-> (state, (sums (k, d) float64, counts (k,)))."""
+def lloyd_step(x: np.ndarray, state: Bounds | None, centroids: np.ndarray,
+               weights: np.ndarray | None = None):
+    """-> (state, (sums (k, d) float64, counts (k,))); with `weights` (n,), the sums and
+    counts are weighted."""
     if state is None:
-        return _first_step(x, centroids)
+        return _first_step(x, centroids, weights)
     k, old = len(centroids), state.labels
     gaps = _gaps(centroids)
     upper, lower, bound = _bounds(state, centroids, gaps)
@@ -66,17 +68,18 @@ def lloyd_step(x: np.ndarray, state: Bounds | None, centroids: np.ndarray):
     moved = np.flatnonzero(labels != old)
     sums, counts = state.sums, state.counts
     if len(moved) > MOVED_SHARE * len(x):
-        sums, counts = sums_of(x, labels, k)
+        sums, counts = sums_of(x, labels, k, weights)
     elif len(moved):
-        sums = sums + _moved_sums(x[moved], old[moved], labels[moved], k)
-        counts = counts + np.bincount(labels[moved], minlength=k) - \
-            np.bincount(old[moved], minlength=k)
+        w = None if weights is None else weights[moved]
+        sums = sums + _moved_sums(x[moved], old[moved], labels[moved], k, w)
+        counts = counts + np.bincount(labels[moved], w, minlength=k) - \
+            np.bincount(old[moved], w, minlength=k)
     return Bounds(labels, upper, lower, sums, counts, centroids, state.x_sq), (sums, counts)
 
 
-def _first_step(x: np.ndarray, centroids: np.ndarray):
+def _first_step(x: np.ndarray, centroids: np.ndarray, weights=None):
     labels, near, far = nearest2(x, centroids)
-    sums, counts = sums_of(x, labels, len(centroids))
+    sums, counts = sums_of(x, labels, len(centroids), weights)
     x_sq = np.empty(len(x), np.float32)
     parallel_blocks(lambda rows: x_sq.__setitem__(rows, row_norms(x[rows])), len(x))
     return Bounds(labels, _sqrt(near), _sqrt(far), sums, counts, centroids, x_sq), \
@@ -185,30 +188,35 @@ def _measure_candidates(x, x_sq, cents: Centroids, at, cand, beyond, labels, upp
     lower[at] = np.minimum(_sqrt(far), beyond - own)
 
 
-def sums_of(x: np.ndarray, labels: np.ndarray, k: int):
-    """Per-centroid float64 sums of the rows and their counts -> ((k, d), (k,))."""
-    parts = parallel_blocks(lambda rows: _block_sums(x[rows], labels[rows], k), len(x),
-                            size=4 * BLOCK)
+def sums_of(x: np.ndarray, labels: np.ndarray, k: int, weights: np.ndarray | None = None):
+    """Per-centroid float64 sums of the rows and their counts (weighted with `weights`)
+    -> ((k, d), (k,))."""
+    def block(rows: slice) -> np.ndarray:
+        return _block_sums(x[rows], labels[rows], k, None if weights is None else weights[rows])
+
+    parts = parallel_blocks(block, len(x), size=4 * BLOCK)
     sums = np.sum(parts, axis=0) if parts else np.zeros((k, x.shape[1]))
-    return sums, np.bincount(labels, minlength=k)
+    return sums, np.bincount(labels, weights, minlength=k)
 
 
-def _block_sums(rows: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+def _block_sums(rows: np.ndarray, labels: np.ndarray, k: int, w=None) -> np.ndarray:
     """sums[labels[i]] += rows[i] in float64: a (k x b) one-hot sparse matrix times the
     rows, one pass over them (several times faster than sorting by label, a hundred times
     than np.add.at). float64, so totals do not depend on how rows are split into shards."""
     import scipy.sparse as sp
-    onehot = sp.csc_matrix((np.ones(len(labels)), labels, np.arange(len(labels) + 1)),
+    onehot = sp.csc_matrix((np.ones(len(labels)) if w is None else w, labels,
+                            np.arange(len(labels) + 1)),
                            shape=(k, len(labels)))
     return np.asarray(onehot @ np.asarray(rows, np.float64))
 
 
-def _moved_sums(rows: np.ndarray, old: np.ndarray, new: np.ndarray, k: int) -> np.ndarray:
+def _moved_sums(rows: np.ndarray, old: np.ndarray, new: np.ndarray, k: int,
+                w=None) -> np.ndarray:
     """What moving these rows from `old` to `new` does to the sums: one pass, each row a
-    column with -1 at its old centroid and +1 at its new one."""
+    column with -w at its old centroid and +w at its new one (w = 1 unweighted)."""
     import scipy.sparse as sp
     n = len(rows)
-    signs = np.tile([-1.0, 1.0], n)
+    signs = np.tile([-1.0, 1.0], n) if w is None else np.stack([-w, w], 1).ravel()
     onehot = sp.csc_matrix((signs, np.stack([old, new], 1).ravel(),
                             np.arange(0, 2 * n + 1, 2)), shape=(k, n))
     return np.asarray(onehot @ np.asarray(rows, np.float64))

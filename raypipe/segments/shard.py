@@ -16,15 +16,17 @@ def shard_predict(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return assign(x, centroids)[1][:, 0]
 
 
-def shard_labels(x: np.ndarray, state, centroids: np.ndarray):
+def shard_labels(x: np.ndarray, state, centroids: np.ndarray, weights=None):
     """Final pass: labels against these centroids (one more bounded step) and the exact
-    inertia. -> (state, (labels, inertia))."""
-    state, _ = lloyd_step(x, state, centroids)
+    inertia (weighted with `weights`). -> (state, (labels, inertia))."""
+    state, _ = lloyd_step(x, state, centroids, weights)
     labels = state.labels
 
     def block_inertia(rows: slice) -> float:
         diff = x[rows] - centroids[labels[rows]]
-        return float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
+        if weights is None:
+            return float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
+        return float(np.einsum("ij,ij->i", diff, diff, dtype=np.float64) @ weights[rows])
 
     return state, (labels, sum(parallel_blocks(block_inertia, len(x))))
 

@@ -112,7 +112,7 @@ def test_checkpoint_resumes_an_interrupted_fit_to_the_same_result(tmp_path):
 
 def test_predict_names_a_dimension_mismatch():
     km = KMeans(2, random_state=0).fit(FOUR)
-    with pytest.raises(ValueError, match="dimension mismatch: x has d=3, centroids d=2"):
+    with pytest.raises(ValueError, match="X has 3 features, but KMeans is expecting 2"):
         km.predict(np.zeros((1, 3), np.float32))
 
 
@@ -184,8 +184,8 @@ def test_bounded_steps_give_textbook_lloyd_labels(monkeypatch, full_share, dense
 
 
 def test_fit_array_with_ray_running_uses_every_cpu(ray_session, monkeypatch):
-    from raypipe.segments import kmeans
-    monkeypatch.setattr(kmeans, "RAY_MIN_WORK", 0)
+    from raypipe.segments import inputs
+    monkeypatch.setattr(inputs, "RAY_MIN_WORK", 0)
     x, _ = make_blobs(6000, centers=6, n_features=10, cluster_std=2.0, random_state=4)
     x = x.astype(np.float32)
     local = KMeans(6, random_state=3).fit(LocalShards([x]))
