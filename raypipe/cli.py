@@ -1,4 +1,5 @@
-"""`raypipe run | generate | serve | forget | report | segments export`: the command line."""
+"""`raypipe run | generate | serve | forget | report | segments export | segments sweep`: the
+command line."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,7 @@ import dataclasses
 import logging
 import sys
 
-from raypipe.config import SOURCES, SyntheticConfig, apply_overrides, load_config
+from raypipe.config import SOURCES, KMeansConfig, SyntheticConfig, apply_overrides, load_config
 from raypipe.run.lock import OutputLocked
 
 
@@ -38,6 +39,10 @@ def _generate_parser(sub):
     p.add_argument("--events", type=int, default=None,
                    help="rows in the log (default: 24 per user)")
     p.add_argument("--segments", type=int, default=d.segments)
+    p.add_argument("--segment-skew", type=float, default=d.segment_skew,
+                   help="segment sizes fall as (rank)^-skew (0: equal sizes)")
+    p.add_argument("--focus", type=float, default=d.focus,
+                   help="share of a segment's views in its own category (lower: overlapping)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", required=True, help="folder for events/items/users.parquet")
     return p
@@ -85,6 +90,19 @@ def _segments_parser(sub):
     e.add_argument("--artifacts", default="artifacts", help="the run (default: ./artifacts)")
     e.add_argument("--min-confidence", type=float, default=0.0,
                    help="leave out users less sure of their segment (0-1)")
+    d = KMeansConfig()
+    s = ops.add_parser("sweep", help="score K-means at every K of a range on a run's user "
+                       "vectors, and say which K kmeans.n_clusters=auto would choose")
+    s.add_argument("--artifacts", default="artifacts", help="the run (default: ./artifacts)")
+    s.add_argument("--k-min", type=int, default=d.sweep_k_min)
+    s.add_argument("--k-max", type=int, default=d.sweep_k_max)
+    s.add_argument("--resamples", type=int, default=d.sweep_resamples)
+    s.add_argument("--sample", type=int, default=d.sweep_sample, help="user vectors fitted on")
+    s.add_argument("--min-stability", type=float, default=d.min_stability)
+    s.add_argument("--seed", type=int, default=d.seed)
+    s.add_argument("--out", help="also write the sweep table here (.csv or .parquet)")
+    s.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    s.add_argument("--num-cpus", type=int, help="CPUs for a local Ray")
     return p
 
 
@@ -135,7 +153,7 @@ def main(argv=None) -> int:
             print(f"raypipe: wrote {write(args.artifacts, args.out)}")
             return 0
         if args.command == "segments":
-            return _export(args)
+            return _export(args) if args.segments_command == "export" else _sweep(args)
         return _run(args)
     except OutputLocked as exc:        # another writer holds the output: try again later
         print(f"raypipe: error: {exc}", file=sys.stderr)
@@ -151,7 +169,8 @@ EXIT_LOCKED = 75                       # EX_TEMPFAIL: the output is locked by an
 def _generate(args) -> int:
     from raypipe.events.synthetic import generate
     cfg = SyntheticConfig(users=args.users, items=args.items, segments=args.segments,
-                          events=args.events or 24 * args.users, seed=args.seed)
+                          events=args.events or 24 * args.users, seed=args.seed,
+                          segment_skew=args.segment_skew, focus=args.focus)
     paths = generate(cfg, args.out)
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
@@ -162,6 +181,26 @@ def _export(args) -> int:
     users = segment_users(args.artifacts, args.segment, args.min_confidence)
     write(users, args.out)
     print(f"raypipe: wrote {users.num_rows} users of segment {args.segment} to {args.out}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from raypipe.jobs import runtime
+    from raypipe.jobs.segments import sweep_table, sweep_users
+    from raypipe.readouts.export import write
+    from raypipe.segments.sweep import SweepConfig
+    cfg = SweepConfig(args.k_min, args.k_max, args.resamples, args.sample, args.min_stability,
+                      seed=args.seed)
+    runtime.start(args.address, args.num_cpus)
+    result = sweep_users(args.artifacts, cfg)
+    table = sweep_table(result)
+    print(table.drop_columns(["chosen"]).to_pandas().round(4).to_string(index=False))
+    print(f"raypipe: {result['trials']} fits on {result['sample_rows']:,} users in "
+          f"{result['seconds']:.1f} s; rule: {result['rule']}: K = {result['chosen_k']} "
+          f"(--set kmeans.n_clusters={result['chosen_k']})")
+    if args.out:
+        write(table, args.out)
+        print(f"raypipe: wrote {args.out}")
     return 0
 
 

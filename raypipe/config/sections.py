@@ -23,11 +23,16 @@ class SyntheticConfig:
     events: int = 120_000      # rows in the behaviour log
     segments: int = 8          # latent segments, each with its own category taste
     seed: int = 0
+    segment_skew: float = 0.0  # segment s gets users in proportion to (s + 1) ** -skew
+    focus: float = 0.75        # share of its views in its own category (lower: overlapping)
 
     def __post_init__(self):
         for name in ("users", "items", "events", "segments"):
             if getattr(self, name) < 1:
                 raise ValueError(f"synthetic.{name}={getattr(self, name)} should be >= 1")
+        if self.segment_skew < 0 or not 0 < self.focus <= 0.85:
+            raise ValueError(f"synthetic.segment_skew={self.segment_skew} should be >= 0 and "
+                             f"focus={self.focus} in (0, 0.85]")
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,11 @@ class EmbedConfig:
     model: str | None = None   # Hugging Face id or local path; None = shipped MiniLM-L6
     device: str | None = None  # None = cuda when available, else cpu
     # fp32 | bf16 | fp16 (GPU) | int8 (CPU) | auto: fp16 on GPUs; on CPUs bf16 with native
-    # bf16 instructions, else fp32. int8 is faster on CPUs but below cosine 0.99 of fp32
-    # for MiniLM-L6 (docs/benchmarks.md), so auto never picks it.
+    # bf16 instructions, else int8 when its vectors on a sample of the texts being embedded
+    # reach mean cosine 0.99 to fp32 (SmoothQuant calibration, vectors/quantize.py), else
+    # fp32. The choice and the sample's cosine are in the manifest.
     precision: str = "auto"
+    calibration_texts: int = 768  # texts sampled to calibrate int8 (2/3) and judge it (1/3)
     batch_size: int = 128      # texts per forward pass
     max_length: int = 64       # tokens per item text
     sequence_max_length: int = 256  # tokens per rendered sequence (user_repr=text)
@@ -158,7 +165,10 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class KMeansConfig:
-    n_clusters: int = 8
+    # A number, or auto: K-means at every K of sweep_k_min..sweep_k_max on a sample of the
+    # user vectors, K chosen by segments/sweep.py's rule; the sweep goes to the manifest and
+    # the segment_sweep table.
+    n_clusters: int | str = 8
     init: str = "k-means||"    # k-means|| (over all shards), k-means++ (on a sample), random
     max_iter: int = 50
     tol: float = 1e-4          # stop when centroids move less than this (relative)
@@ -169,14 +179,30 @@ class KMeansConfig:
     # one replaces in the output folder (segment_ids.py).
     stable_ids: bool = True
     previous: str = ""
+    sweep_k_min: int = 2
+    sweep_k_max: int = 32
+    sweep_resamples: int = 4       # half-sample fits per K, compared pairwise (stability)
+    sweep_sample: int = 20_000     # user vectors the sweep fits on
+    min_stability: float = 0.8     # mean adjusted Rand index between resampled fits
 
     def __post_init__(self):
         if self.init not in ("k-means||", "k-means++", "random"):
             raise ValueError(f"kmeans.init={self.init!r} should be 'k-means||', 'k-means++' "
                              f"or 'random'")
-        if self.n_clusters < 1 or self.max_iter < 1 or self.n_init < 1:
+        if self.n_clusters != "auto" and not isinstance(self.n_clusters, int):
+            raise ValueError(f"kmeans.n_clusters={self.n_clusters!r} should be a number or "
+                             f"'auto'")
+        self.sweep()                      # checks the sweep's range
+        if self.n_clusters != "auto" and self.n_clusters < 1 or self.max_iter < 1 or \
+                self.n_init < 1:
             raise ValueError(f"kmeans.n_clusters={self.n_clusters}, max_iter={self.max_iter}, "
                              f"n_init={self.n_init} should all be >= 1")
+
+    def sweep(self):
+        """The sweep's settings (segments/sweep.py)."""
+        from raypipe.segments.sweep import SweepConfig
+        return SweepConfig(self.sweep_k_min, self.sweep_k_max, self.sweep_resamples,
+                           self.sweep_sample, self.min_stability, self.max_iter, self.seed)
 
 
 @dataclass(frozen=True)

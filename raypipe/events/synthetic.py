@@ -51,14 +51,15 @@ FUNNEL = ("view", "click", "cart", "purchase")
 FUNNEL_P = (0.45, 0.35, 0.5)   # P(click | view), P(cart | click), P(purchase | cart)
 
 
-def segment_tastes(n_segments: int, n_categories: int, rng) -> np.ndarray:
-    """(S, C) category preferences: 0.75 on the segment's own category, 0.15 on a second."""
-    taste = np.full((n_segments, n_categories), 0.10 / max(n_categories - 2, 1))
+def segment_tastes(n_segments: int, n_categories: int, rng, focus: float = 0.75) -> np.ndarray:
+    """(S, C) category preferences: `focus` on the segment's own category, 0.15 on a
+    second, the rest spread evenly."""
+    taste = np.full((n_segments, n_categories), (0.85 - focus) / max(n_categories - 2, 1))
     for s in range(n_segments):
         first = s % n_categories
         second = (first + 1 + s // n_categories + rng.integers(n_categories - 1)) % n_categories
         second = second if second != first else (first + 1) % n_categories
-        taste[s, first], taste[s, second] = 0.75, 0.15
+        taste[s, first], taste[s, second] = focus, 0.15
     return taste / taste.sum(1, keepdims=True)
 
 
@@ -78,8 +79,10 @@ def make_items(n_items: int, rng) -> pa.Table:
 def make_events(cfg: SyntheticConfig, item_category: np.ndarray, rng) -> tuple[pa.Table, np.ndarray]:
     """Return (events, true segment per user)."""
     n_cat = len(CATEGORIES)
-    segment = rng.integers(cfg.segments, size=cfg.users)
-    taste = segment_tastes(cfg.segments, n_cat, rng)
+    share = np.arange(1, cfg.segments + 1, dtype=np.float64) ** -cfg.segment_skew
+    segment = rng.choice(cfg.segments, size=cfg.users, p=share / share.sum()) \
+        if cfg.segment_skew else rng.integers(cfg.segments, size=cfg.users)
+    taste = segment_tastes(cfg.segments, n_cat, rng, cfg.focus)
     expected_per_view = 1 + FUNNEL_P[0] * (1 + FUNNEL_P[1] * (1 + FUNNEL_P[2]))
     n_views = int(cfg.events / expected_per_view * 1.05) + cfg.users
     # Every user views at least once; activity is heavy-tailed (log-normal).

@@ -40,22 +40,24 @@ def items_stage(out: Folder, source: SourceConfig, clean: CleanConfig, files: In
     return {"rows": rows}
 
 
-def embed_items(items: pa.Table, cfg: EmbedConfig) -> np.ndarray:
-    """Catalogue (sorted by item_id) -> (n_items, d) vectors in the same order."""
+def embed_items(items: pa.Table, cfg: EmbedConfig) -> tuple[np.ndarray, dict]:
+    """Catalogue (sorted by item_id) -> ((n_items, d) vectors in the same order, how they
+    were embedded: precision and calibration)."""
     blocks = blocks_by_length(items.select(["item_id", "text"]), "text", cfg.batch_size * 4)
-    out = embed_texts(ray.data.from_arrow(blocks), "text", cfg)
+    out, info = embed_texts(ray.data.from_arrow(blocks), "text", cfg)
     table = runtime.collect(out, items.num_rows, "item embeddings").sort_by("item_id")
     assert table["item_id"].equals(items["item_id"]), "embedding lost or duplicated items"
-    return to_numpy(table["vector"])
+    return to_numpy(table["vector"]), info
 
 
 def embeddings_stage(out: Folder, embed: EmbedConfig, items: Stage, rt: Runtime) -> dict:
     """Catalogue -> `item_embeddings` (item_id, vector)."""
     with rt.timed("item_embeddings"):
         table = catalogue_table(items)
-        out.table("item_embeddings", pa.table({
-            "item_id": table["item_id"], "vector": to_arrow(embed_items(table, embed))}))
-    return {}
+        vectors, info = embed_items(table, embed)
+        out.table("item_embeddings", pa.table({"item_id": table["item_id"],
+                                               "vector": to_arrow(vectors)}))
+    return {"embedding": info}
 
 
 def groups_stage(out: Folder, item_groups: ItemGroupConfig, items: Stage, embeddings: Stage,

@@ -151,9 +151,8 @@ class _Fit:
             return None
         texts = self.model.texts(*blend.shortened(val_users, self.catalogue))
         ds = ray.data.from_arrow(pa.table({"row": np.arange(len(texts)), "text": texts}))
-        got = runtime.collect(embed_texts(ds, "text", self.embed,
-                                          self.embed.sequence_max_length),
-                              len(texts), "validation sequences").sort_by("row")
+        embedded, _ = embed_texts(ds, "text", self.embed, self.embed.sequence_max_length)
+        got = runtime.collect(embedded, len(texts), "validation sequences").sort_by("row")
         return to_numpy(got["vector"])
 
 

@@ -58,13 +58,14 @@ def profiled(seqs):
 
 
 def user_vectors(users, catalogue_ref, model_ref, embed_cfg):
-    """Profiled users' sequences -> the same rows plus the UserModel's stored vector columns
-    (lazy: write it once, it is not materialized). `text` users' sequences are rendered and
-    embedded by the text model's actor pool (`embed_cfg`)."""
+    """Profiled users' sequences -> (the same rows plus the UserModel's stored vector columns
+    (lazy: write it once, it is not materialized), how texts were embedded or None).
+    `text` users' sequences are rendered and embedded by the text model's actor pool
+    (`embed_cfg`)."""
     kwargs = {"catalogue": catalogue_ref, "model": model_ref}
     if not ray.get(model_ref[0]).needs_texts:
         return users.map_batches(_vectors, batch_size=USER_BATCH, batch_format="pyarrow",
-                                 fn_kwargs=kwargs)
+                                 fn_kwargs=kwargs), None
     rendered = users.map_batches(_render, batch_size=USER_BATCH, batch_format="pyarrow",
                                  fn_kwargs=kwargs)
     return embed_texts(rendered, "sequence_text", embed_cfg, embed_cfg.sequence_max_length)
@@ -98,13 +99,15 @@ def users_stage(out: Folder, events: Stage, items: Stage, embeddings: Stage, use
             out.bytes("encoder.pt", trained.to_bytes())
     model = UserModel(user_repr, user, None, catalogue.vectors, catalogue.texts, trained)
     with rt.timed("user_embeddings"):
-        out.dataset("_users", user_vectors(seqs, catalogue_ref, [ray.put(model)], embed))
+        vectors, embedding = user_vectors(seqs, catalogue_ref, [ray.put(model)], embed)
+        out.dataset("_users", vectors)
         out.dataset("user_embeddings", read_dataset(out, "_users").select_columns(
             ["user_id", *model.stored_columns]))
         if trained is not None:
             out.table("item_vectors", pa.table({"item_id": catalogue.item_ids,
                                                 "vector": to_arrow(model.item_space())}))
-    return {"profiled": out.tables["_users"], "segment_column": model.segment_column, **info}
+    return {"profiled": out.tables["_users"], "segment_column": model.segment_column, **info,
+            **({"embedding": embedding} if embedding else {})}
 
 
 def load_user_model(users: Stage, items: Stage, embeddings: Stage, user_repr: str,

@@ -105,3 +105,36 @@ def table(rows: list[list], header: list[str]) -> str:
 
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "–"
+
+
+def line_chart(xs: list[float], ys: list[float], title: str, mark: float | None = None,
+               width: int = 340, height: int = 200) -> str:
+    """y against x as a line with dots; a dashed vertical line at x = `mark`."""
+    left, right, top, bottom = 48, 12, 22, 26
+    ok = [(x, y) for x, y in zip(xs, ys) if np.isfinite(y)]
+    if not ok:
+        return ""
+    x0, x1 = min(x for x, _ in ok), max(x for x, _ in ok)
+    y0, y1 = min(y for _, y in ok), max(y for _, y in ok)
+    sx = (width - left - right) / ((x1 - x0) or 1)
+    sy = (height - top - bottom) / ((y1 - y0) or 1)
+    px = lambda x: left + (x - x0) * sx                      # noqa: E731
+    py = lambda y: height - bottom - (y - y0) * sy           # noqa: E731
+    parts = [f'<svg class="chart" role="img" aria-label="{esc(title)}" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}">',
+             f'<text x="4" y="14" class="title">{esc(title)}</text>',
+             f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{y1:.3g}</text>',
+             f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">{y0:.3g}</text>',
+             f'<text x="{left}" y="{height - 8}">{x0:g}</text>',
+             f'<text x="{width - right}" y="{height - 8}" text-anchor="end">{x1:g}</text>']
+    if mark is not None:
+        parts.append(f'<line x1="{px(mark):.1f}" x2="{px(mark):.1f}" y1="{top}" '
+                     f'y2="{height - bottom}" stroke="#d62728" stroke-dasharray="4 3"/>'
+                     f'<text x="{px(mark) + 3:.1f}" y="{top + 8}" fill="#d62728">'
+                     f'K={mark:g}</text>')
+    points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in ok)
+    parts.append(f'<polyline points="{points}" fill="none" stroke="#1f77b4"/>')
+    parts += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="#1f77b4"/>'
+              for x, y in ok]
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,11 +1,11 @@
 """`raypipe report`: one self-contained HTML page that explains a run's segments to people.
 
-Everything is read from the artifacts (no Ray): segment sizes, a 2-D map of a user sample
-(PCA of the user vectors) coloured by segment, and per segment its generated name
-(distinctive terms, class-based TF-IDF), representative items, event funnel, activity and
-recency, the item groups it leans to and how all that differs from the whole population;
-then the item groups, segment stability across runs, the run's metrics and data quality.
-Charts are inline SVG, so the file opens anywhere without network or plugins.
+Everything is read from the artifacts (no Ray): segment sizes, how their number was chosen
+(choosing.py), a 2-D map of a user sample (PCA of the user vectors) coloured by segment, and
+per segment its generated name (distinctive terms, class-based TF-IDF), representative
+items, event funnel, activity and recency, the item groups it leans to and how all that
+differs from the whole population; then the item groups, segment stability across runs,
+the run's metrics and data quality. Charts are inline SVG: the file opens anywhere.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raypipe.arrays import to_numpy
-from raypipe.readouts.charts import (CSS, bar_chart, color, esc, funnel_chart, ratio,
-                                     scatter, table)
+from raypipe.readouts import choosing
+from raypipe.readouts.charts import CSS, bar_chart, color, esc, funnel_chart, ratio, scatter, table
 from raypipe.run.artifacts import MANIFEST, Folder
 from raypipe.run.versions import current_run
 from raypipe.schema import EVENT_TYPES
@@ -139,14 +139,14 @@ def write(artifacts: str, out: str | None = None) -> str:
     return path
 
 
-
 def build(artifacts: str) -> str:
     """The report's HTML for the run in `artifacts` (a folder or URI)."""
     run = _Run(Folder(current_run(artifacts)))
     return "\n".join([
         f"<!doctype html><html><head><meta charset='utf-8'><title>raypipe report</title>"
         f"<style>{CSS}</style></head><body>", "<h1>Segments report</h1>", _header(run),
-        _sizes(run), _map(run), _segments(run), _item_groups(run), _stability(run),
+        _sizes(run), choosing.section(run.manifest, run.sweep), _map(run), _segments(run),
+        _item_groups(run), choosing.ids_section(run.stability),
         _quality(run.manifest), "</body></html>"])
 
 
@@ -166,6 +166,8 @@ class _Run:
         self.has_groups = "group" in self.items.column_names
         self.names = [r["name"] or f"segment {r['segment']}" for r in self.rows]
         self.stability = self.manifest.get("segment_ids") or {}
+        self.sweep = art.read("segment_sweep").to_pylist() if art.exists(
+            "segment_sweep.parquet") else None
 
 
 def _header(run: _Run) -> str:
@@ -275,19 +277,6 @@ def _item_groups(run: _Run) -> str:
                      "<br>".join(esc(t) for t in examples)])
     return ("<section id='item-groups'><h2>Item groups</h2>"
             + table(rows, ["group", "name", "items", "examples"]) + "</section>")
-
-
-def _stability(run: _Run) -> str:
-    st = run.stability
-    if st.get("reference"):
-        users = st.get("users") or {}
-        text = (f"<p>Matched to the previous run at {esc(st['reference'])} "
-                f"(Hungarian matching of centroids). Users in both runs: "
-                f"{users.get('users_in_both_runs', 0):,}; share that changed segment: "
-                f"{users.get('changed_share')}.</p>")
-    else:
-        text = f"<p>{esc(st.get('note', 'No previous run to match: ids are as K-means numbered them.'))}</p>"
-    return f"<section id='stability'><h2>Segment ids across runs</h2>{text}</section>"
 
 
 def _quality(manifest: dict) -> str:

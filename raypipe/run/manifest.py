@@ -42,5 +42,8 @@ def build_manifest(requested, cfg, s: dict, timings: dict, tables: dict, stages:
         "blend": outputs.get("blend"), "item_groups": s["item_groups"].info,
         "seconds": dict(timings), "stages": stages, "metrics": outputs["metrics"],
         "tables": tables,
+        "embedding": {"items": s["item_embeddings"].info.get("embedding"),
+                      **({"sequences": users["embedding"]} if "embedding" in users else {})},
+        **({"sweep": s["segments"].info["sweep"]} if "sweep" in s["segments"].info else {}),
         **({"encoder": users["training"]} if "training" in users else {}),
     }

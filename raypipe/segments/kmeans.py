@@ -100,7 +100,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         if self.labels_ is None:     # the best run finished before a resumed checkpoint
             self.labels_ = np.concatenate(shards.map(shard_predict, self.cluster_centers_))
         self.restarts_ = [{key: r[key] for key in ("run", "inertia", "n_iter")} for r in results]
-        self.restart_ari_ = _mean_ari([r["some_labels"] for r in results if "some_labels" in r])
+        self.restart_ari_ = mean_pairwise_ari([r["some_labels"] for r in results if "some_labels" in r])
         return self
 
     def _check_params(self) -> None:
@@ -246,7 +246,7 @@ def _is_shards(x) -> bool:
     return hasattr(x, "scan") and hasattr(x, "sizes")
 
 
-def _mean_ari(labelings: list[np.ndarray]):
+def mean_pairwise_ari(labelings: list[np.ndarray]) -> float | None:
     """Mean adjusted Rand index over pairs of labelings; None with fewer than two."""
     from sklearn.metrics import adjusted_rand_score
     pairs = [(a, b) for i, a in enumerate(labelings) for b in labelings[i + 1:]]

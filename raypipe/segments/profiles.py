@@ -112,19 +112,48 @@ def distinctive_terms(mass: dict[int, dict[int, float]], item_texts: list[str],
     return out
 
 
+def representative_items(mass: dict[int, dict[int, float]], top: int,
+                         how: str = "lift") -> dict[int, list[int]]:
+    """Per segment, the item rows that stand for it. how="lift": the items its users hold
+    more than everyone does, ranked by share x log(lift) (lift = the item's share of the
+    segment's event weight over its share of all; an item only the segment holds, and holds
+    a lot, comes first; an item everyone holds has lift ~1 and scores ~0); items with lift
+    <= 1 only where too few are above. how="popular": by weight alone (globally popular
+    items then stand for every segment)."""
+    overall: Counter = Counter()
+    for items in mass.values():
+        overall.update(items)
+    grand = sum(overall.values()) or 1.0
+    out = {}
+    for seg, items in mass.items():
+        total = sum(items.values()) or 1.0
+        popular = sorted(items, key=lambda r: (-items[r], r))
+        if how == "popular":
+            out[seg] = popular[:top]
+            continue
+        share = {r: w / total for r, w in items.items()}
+        score = {r: p * math.log(p * grand / overall[r]) for r, p in share.items()
+                 if p * grand > overall[r]}
+        ranked = sorted(score, key=lambda r: (-score[r], r))[:top]
+        out[seg] = ranked + [r for r in popular if r not in score][: top - len(ranked)]
+    return out
+
+
 def summarize_segments(sizes: np.ndarray, mass: pa.Table, item_ids: list[str],
                        item_texts: list[str], top_items: int, top_terms: int) -> pa.Table:
-    """Segment sizes + (segment, item_row, weight) totals -> one row per segment."""
+    """Segment sizes + (segment, item_row, weight) totals -> one row per segment: its name
+    (distinctive terms) and representative items (by lift, the same contrast)."""
     by_seg: dict[int, dict[int, float]] = {s: {} for s in range(len(sizes))}
     for s, r, w in zip(*(mass[c].to_numpy() for c in ("segment", "item_row", "weight"))):
         by_seg[int(s)][int(r)] = float(w)
     terms = distinctive_terms(by_seg, item_texts, top_terms)
+    items = representative_items(by_seg, top_items)
     rows = []
     for s in range(len(sizes)):
-        ranked = sorted(by_seg[s].items(), key=lambda kv: (-kv[1], kv[0]))[:top_items]
+        ranked = items.get(s, [])
         rows.append({"segment": s, "size": int(sizes[s]),
                      "name": " / ".join(terms.get(s, [])[:3]),
                      "top_terms": terms.get(s, []),
-                     "top_items": [item_ids[r] for r, _ in ranked],
-                     "top_item_texts": [item_texts[r] for r, _ in ranked]})
+                     "top_items": [item_ids[r] for r in ranked],
+                     "top_item_texts": [item_texts[r] for r in ranked]})
     return pa.Table.from_pylist(rows)

@@ -37,11 +37,10 @@ def cpu_has_bf16() -> bool:
 
 
 def pick_precision(precision: str, device: str) -> str:
-    """`auto` -> the fastest precision whose vectors stay within cosine 0.99 of fp32
-    (bench/embed_bench.py): fp16 on GPUs; on CPUs bf16 where the cores have native bf16
-    instructions, else fp32. int8 (Linear layers dynamically quantized, per-channel
-    weights) is faster on CPUs but not within the bar for MiniLM-L6 (mean cosine 0.97:
-    the feed-forward activations have outliers), so `auto` never picks it."""
+    """`auto` without a calibration -> the fastest precision whose vectors stay within
+    cosine 0.99 of fp32 whatever the texts (bench/embed_bench.py): fp16 on GPUs; on CPUs bf16
+    where the cores have native bf16 instructions, else fp32. int8 depends on the texts:
+    `choose_precision` measures it on a sample of them."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
     gpu = device.startswith("cuda")
@@ -56,14 +55,18 @@ def pick_precision(precision: str, device: str) -> str:
 class Embedder:
     """`encode(texts) -> (n, d) float32`, rows L2-normalised (masked mean pooling).
 
-    precision: fp32, bf16 (autocast), fp16 (GPU), int8 (CPU: Linear layers dynamically
-    quantized), or auto (`pick_precision`)."""
+    precision: fp32, bf16 (autocast), fp16 (GPU), int8 (CPU: SmoothQuant-scaled Linear
+    layers dynamically quantized, which needs a `calibration` from `calibrate`), or auto
+    (`pick_precision`; `choose_precision` also weighs int8)."""
 
     def __init__(self, model_name_or_path: str | None = None, *, device: str | None = None,
-                 precision: str = "auto", max_length: int = 64, batch_size: int = 128):
+                 precision: str = "auto", max_length: int = 64, batch_size: int = 128,
+                 calibration=None):
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()      # a bar per model load, per actor: noise
         path = model_name_or_path or default_model_path()
         local = os.path.isdir(path)
         self.device = pick_device(device)
@@ -73,8 +76,12 @@ class Embedder:
         model = AutoModel.from_pretrained(path, local_files_only=local, dtype=dtype)
         model.to(self.device).eval()
         if self.precision == "int8":
-            model = _quantize(model)
-        self.model = model
+            if calibration is None:
+                raise ValueError("precision='int8' needs a calibration on a sample of the "
+                                 "texts: raypipe.vectors.embed.calibrate(texts)")
+            from raypipe.vectors.quantize import smooth_quantize
+            model = smooth_quantize(model, calibration)
+        self.model, self.calibration = model, calibration
         self.max_length, self.batch_size = max_length, batch_size
         self.dim = int(model.config.hidden_size)
 
@@ -102,18 +109,47 @@ class Embedder:
                                   enabled=self.precision == "bf16")
         with torch.inference_mode(), autocast:
             hidden = self.model(**batch).last_hidden_state.float()
+        if self.precision == "int8":
+            from raypipe.vectors.quantize import release
+            release(self.model)
         mask = batch["attention_mask"].unsqueeze(-1).float()
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         return torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
 
 
-def _quantize(model):
-    """Linear layers -> int8 weights (per output channel), activations quantized per batch."""
-    import warnings
+def calibrate(texts: list[str], model_name_or_path: str | None = None, *,
+              max_length: int = 64, batch_size: int = 128):
+    """SmoothQuant calibration on `texts` (a sample of those to embed): an fp32 pass over two
+    texts in three records each Linear layer's input ranges; the int8 model then embeds
+    the third, held out, and their cosine to fp32 judges it -> a `quantize.Calibration`."""
+    import copy
 
-    import torch
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # torch.ao.quantization is marked for migration
-        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig},
-                                                      dtype=torch.qint8)
+    from raypipe.vectors.quantize import Calibration, activation_absmax, cosines, \
+        smooth_quantize
+    ref = Embedder(model_name_or_path, device="cpu", precision="fp32", max_length=max_length,
+                   batch_size=batch_size)
+    texts = [t for t in texts if isinstance(t, str) and t.strip()] or ["calibration"]
+    fit = [t for i, t in enumerate(texts) if i % 3 != 2]
+    held_out = texts[2::3] or texts
+    absmax, groups = activation_absmax(ref.model, lambda: ref.encode(fit))
+    cal = Calibration.smooth_all(absmax, groups, texts=len(texts))
+    int8 = copy.copy(ref)
+    int8.model, int8.precision = smooth_quantize(copy.deepcopy(ref.model), cal), "int8"
+    cos = cosines(int8.encode(held_out), ref.encode(held_out))
+    cal.cosine_mean, cal.cosine_min = round(float(cos.mean()), 5), round(float(cos.min()), 5)
+    return cal
+
+
+def choose_precision(precision: str, device: str | None, sample, **calibrate_kw):
+    """The precision to embed with, and its calibration -> (precision, Calibration | None).
+    `sample()` gives texts to calibrate on; it is called only when int8 is in question:
+    precision=int8, or auto on a CPU without native bf16, where int8 is taken when the
+    sample's mean cosine to fp32 reaches quantize.COSINE_BAR (else fp32)."""
+    from raypipe.vectors.quantize import COSINE_BAR
+    resolved = pick_precision(precision, pick_device(device))
+    if precision != "int8" and (precision != "auto" or resolved != "fp32"):
+        return resolved, None
+    cal = calibrate(sample(), **calibrate_kw)
+    if precision == "int8" or cal.cosine_mean >= COSINE_BAR:
+        return "int8", cal
+    return "fp32", cal

@@ -28,7 +28,7 @@ def embed(table: pa.Table, kill_after: int | None = None) -> tuple[np.ndarray, l
     actor's process. -> (vectors in item order, pids killed)."""
     from ray.util.state import list_actors
     cfg = EmbedConfig(batch_size=8, cpus_per_actor=1, max_actors=2)
-    ds = embed_texts(ray.data.from_arrow(blocks_by_length(table, "text", 32)), "text", cfg)
+    ds, _ = embed_texts(ray.data.from_arrow(blocks_by_length(table, "text", 32)), "text", cfg)
     parts, killed = [], []
     for i, batch in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
         parts.append(batch)

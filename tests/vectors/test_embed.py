@@ -52,13 +52,46 @@ def test_precisions_a_device_cannot_run_are_refused():
     assert pick_precision("auto", "cpu") in ("bf16", "fp32")
 
 
-def test_int8_is_faster_but_not_within_the_bar_so_auto_skips_it(embedder):
-    # int8 stays close (mean cosine ~0.97 on item titles) but under 0.99: documented, and
-    # never chosen by auto; this pins the figure docs/benchmarks.md states.
-    texts = [t for t in TEXTS if t.strip()]
-    cos = (Embedder(precision="int8", max_length=32).encode(texts) *
-           embedder.encode(texts)).sum(1)
-    assert 0.85 < cos.mean() < 0.999
+TITLES = ["Maybelline Color Sensational Lipstick, Red", "Neutrogena Hydro Boost Water Gel",
+          "OPI Nail Lacquer, Big Apple Red", "CeraVe Hydrating Facial Cleanser 16 oz",
+          "Revlon One-Step Hair Dryer And Volumizer", "Olaplex No. 3 Hair Perfector",
+          "Coleman Sundome 4-Person Tent", "Lodge Cast Iron Skillet, 12 inch",
+          "Anker USB-C Charger 65W", "Burt's Bees Beeswax Lip Balm, 4 Tubes"] * 3
+
+
+def test_int8_calibrated_on_the_texts_stays_within_the_bar(embedder):
+    from raypipe.vectors.embed import calibrate
+    from raypipe.vectors.quantize import Calibration
+    cal = calibrate(TITLES, max_length=32)
+    assert cal.texts == len(TITLES) and len(cal.absmax) >= 36   # 6 layers x 6 Linear
+    # Each layer's query, key and value read one tensor: found, and given one scale.
+    assert sorted(sorted(n.rsplit(".", 1)[1] for n in g) for g in cal.groups) == \
+        [["key", "query", "value"]] * 6
+    int8 = Embedder(precision="int8", max_length=32, calibration=cal)
+    cos = (int8.encode(TITLES) * embedder.encode(TITLES)).sum(1)
+    held_out = (int8.encode(TITLES[2::3]) * embedder.encode(TITLES[2::3])).sum(1)
+    assert held_out.mean() == pytest.approx(cal.cosine_mean, abs=1e-4)
+    assert cos.mean() >= 0.99, cos
+    # Without the SmoothQuant scales (plain dynamic int8) it is further from fp32.
+    plain = Embedder(precision="int8", max_length=32,
+                     calibration=Calibration.smooth_all(cal.absmax, alpha=None))
+    assert (plain.encode(TITLES) * embedder.encode(TITLES)).sum(1).mean() < cos.mean()
+    with pytest.raises(ValueError, match="needs a calibration"):
+        Embedder(precision="int8")
+
+
+def test_auto_takes_int8_only_when_the_sample_reaches_the_bar(monkeypatch):
+    from raypipe.vectors import embed, quantize
+    monkeypatch.setattr(embed, "cpu_has_bf16", lambda: False)
+    sampled = []
+    sample = lambda: sampled.append(1) or TITLES      # noqa: E731
+    precision, cal = embed.choose_precision("auto", "cpu", sample, max_length=32)
+    assert (precision, sampled) == ("int8", [1]) and cal.cosine_mean >= 0.99
+    monkeypatch.setattr(quantize, "COSINE_BAR", 0.99999)
+    assert embed.choose_precision("auto", "cpu", sample, max_length=32)[0] == "fp32"
+    assert embed.choose_precision("fp32", "cpu", sample) == ("fp32", None)
+    assert embed.choose_precision("auto", "cuda", sample) == ("fp16", None)
+    assert len(sampled) == 2                    # only when int8 was in question
 
 
 def test_device_is_chosen_at_run_time():
@@ -73,7 +106,9 @@ def test_ray_data_actor_pool_equals_plain_embedder(ray_session, embedder):
     from raypipe.jobs.embedding import embed_texts
     ds = ray.data.from_arrow(pa.table({"key": list(range(len(TEXTS))), "text": TEXTS}))
     cfg = EmbedConfig(precision="fp32", batch_size=2, max_length=32)
-    out = embed_texts(ds, "text", cfg).take_all()
+    out, info = embed_texts(ds, "text", cfg)
+    out = out.take_all()
+    assert info == {"precision": "fp32", "calibration": None}
     got = np.stack([r["vector"] for r in sorted(out, key=lambda r: r["key"])])
     np.testing.assert_allclose(got, embedder.encode(TEXTS), atol=1e-5)
 
