@@ -1,7 +1,8 @@
 """Do a run's segment names match their representative items? For each segment: its name
 (the first 3 distinctive terms, c-TF-IDF over the items its users hold, as the pipeline
 names it) and its top items chosen two ways, by raw popularity in the segment (the old
-rule) and by lift (segments/profiles.representative_items, the current rule). Agreement:
+rule) and by lift among its 50 most popular items (segments/profiles.representative_items,
+the current rule). Agreement:
 the share of a segment's top items whose text holds at least one of its name's terms,
 averaged over segments weighted by size.
 

@@ -51,7 +51,10 @@ def pipeline_runs(ray_session, tmp_path_factory):
             cfg = PipelineConfig(output=str(root / "out"),
                                  source=SourceConfig(kind="events", input=paths["events"],
                                                      items=paths["items"]))
+            # fp32: int8's calibration costs seconds per run; tests/integration/
+            # test_choosing_k.py runs the default (auto) end to end.
             cfg = apply_overrides(cfg, ["kmeans.n_clusters=4", "eval.holdout=last",
+                                        "embed.precision=fp32",
                                         "recommend.strategies=[vector,segment,blend,multi]",
                                         "recommend.k=10", f"user_repr={user_repr}"])
             runs[user_repr] = (cfg.output, run(cfg), paths)

@@ -112,37 +112,37 @@ def distinctive_terms(mass: dict[int, dict[int, float]], item_texts: list[str],
     return out
 
 
+POPULAR_POOL = 50     # representative items come from a segment's this many most popular
+
+
 def representative_items(mass: dict[int, dict[int, float]], top: int,
                          how: str = "lift") -> dict[int, list[int]]:
-    """Per segment, the item rows that stand for it. how="lift": the items its users hold
-    more than everyone does, ranked by share x log(lift) (lift = the item's share of the
-    segment's event weight over its share of all; an item only the segment holds, and holds
-    a lot, comes first; an item everyone holds has lift ~1 and scores ~0); items with lift
-    <= 1 only where too few are above. how="popular": by weight alone (globally popular
-    items then stand for every segment)."""
+    """Per segment, the item rows that stand for it. how="lift": of its POPULAR_POOL most
+    popular items, those its users hold most over everyone's share (lift = the item's share
+    of the segment's event weight over its share of all), so the items are both the
+    segment's own best-sellers and specific to it. how="popular": by weight alone
+    (globally popular items then stand for every segment). bench/segment_names.py measures
+    both against the segment's name."""
     overall: Counter = Counter()
     for items in mass.values():
         overall.update(items)
     grand = sum(overall.values()) or 1.0
     out = {}
     for seg, items in mass.items():
-        total = sum(items.values()) or 1.0
         popular = sorted(items, key=lambda r: (-items[r], r))
         if how == "popular":
             out[seg] = popular[:top]
             continue
-        share = {r: w / total for r, w in items.items()}
-        score = {r: p * math.log(p * grand / overall[r]) for r, p in share.items()
-                 if p * grand > overall[r]}
-        ranked = sorted(score, key=lambda r: (-score[r], r))[:top]
-        out[seg] = ranked + [r for r in popular if r not in score][: top - len(ranked)]
+        total = sum(items.values()) or 1.0
+        lift = {r: items[r] / total * grand / overall[r] for r in popular[:POPULAR_POOL]}
+        out[seg] = sorted(lift, key=lambda r: (-lift[r], -items[r], r))[:top]
     return out
 
 
 def summarize_segments(sizes: np.ndarray, mass: pa.Table, item_ids: list[str],
                        item_texts: list[str], top_items: int, top_terms: int) -> pa.Table:
     """Segment sizes + (segment, item_row, weight) totals -> one row per segment: its name
-    (distinctive terms) and representative items (by lift, the same contrast)."""
+    (distinctive terms) and representative items (popular in it and specific to it)."""
     by_seg: dict[int, dict[int, float]] = {s: {} for s in range(len(sizes))}
     for s, r, w in zip(*(mass[c].to_numpy() for c in ("segment", "item_row", "weight"))):
         by_seg[int(s)][int(r)] = float(w)

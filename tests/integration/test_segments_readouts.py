@@ -32,6 +32,7 @@ def two_runs(pipeline_runs, tmp_path_factory):
     cfg = PipelineConfig(output=out, source=SourceConfig(kind="events", input=paths["events"],
                                                          items=paths["items"]))
     cfg = apply_overrides(cfg, ["kmeans.n_clusters=4", "eval.holdout=last", "recommend.k=10",
+                                "embed.precision=fp32",
                                 "user_repr=pooled", "kmeans.seed=7", "recommend.strategies=[vector,segment,blend,multi]",
                                 f"kmeans.previous={first}"])
     return first, out, run(cfg), paths

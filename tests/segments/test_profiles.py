@@ -48,11 +48,13 @@ def test_summary_has_a_row_per_segment_even_when_empty():
     assert rows[0]["size"] == 1 and "tent" in rows[0]["top_terms"]
 
 
-def test_representative_items_by_lift_not_by_global_popularity():
-    from raypipe.segments.profiles import representative_items
-    # Item 0 is everyone's favourite; 1 belongs to segment 0, 2 and 3 to segment 1.
-    mass = {0: {0: 50.0, 1: 20.0, 2: 1.0}, 1: {0: 60.0, 2: 15.0, 3: 5.0}}
-    lift = representative_items(mass, top=2)
-    assert lift == {0: [1, 0], 1: [2, 3]}
-    assert representative_items(mass, top=2, how="popular") == {0: [0, 1], 1: [0, 2]}
-    assert representative_items({0: {4: 1.0, 5: 2.0}}, top=3) == {0: [5, 4]}   # lift 1: popular
+def test_representative_items_by_lift_not_by_global_popularity(monkeypatch):
+    from raypipe.segments import profiles
+    # Item 0 is everyone's favourite; 1 belongs to segment 0, 2 and 3 to segment 1; item 4 is
+    # segment 1's alone but too rare to be among its popular ones (pool of 3 here).
+    monkeypatch.setattr(profiles, "POPULAR_POOL", 3)
+    mass = {0: {0: 50.0, 1: 20.0, 2: 1.0}, 1: {0: 60.0, 2: 15.0, 3: 5.0, 4: 0.5}}
+    assert profiles.representative_items(mass, top=2) == {0: [1, 0], 1: [3, 2]}
+    assert profiles.representative_items(mass, top=2, how="popular") == {0: [0, 1], 1: [0, 2]}
+    # One segment: every lift is 1, the most popular first.
+    assert profiles.representative_items({0: {4: 1.0, 5: 2.0}}, top=3) == {0: [5, 4]}
