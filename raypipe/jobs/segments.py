@@ -2,6 +2,7 @@
 nothing about Ray; jobs/kmeans_tasks.py holds the shards), ids kept from the previous run."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -37,6 +38,14 @@ def sweep_segments(shards: RayShards, sweep: SweepConfig) -> dict:
     n = sum(shards.sizes)
     rows = canonical(np.concatenate(shards.sample(min(1.0, sweep.sample_rows / n),
                                                   sweep.seed)), sweep.seed)[: sweep.sample_rows]
+    if len(rows) < 4 * sweep.k_max:           # a half-sample fit needs rows to spare
+        k_max = len(rows) // 4
+        if k_max < sweep.k_min:
+            raise ValueError(f"kmeans.n_clusters=auto: {len(rows)} users are too few to "
+                             f"choose among K >= {sweep.k_min}; set kmeans.n_clusters")
+        log.warning("segments: %d users: the sweep tries K up to %d, not %d", len(rows),
+                    k_max, sweep.k_max)
+        sweep = dataclasses.replace(sweep, k_max=k_max)
     result = sweep_on_ray(rows, sweep)
     log.info("segments: sweep of K=%d..%d on %d users in %.1f s chose K=%d", sweep.k_min,
              sweep.k_max, len(rows), result["seconds"], result["chosen_k"])

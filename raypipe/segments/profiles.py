@@ -134,7 +134,10 @@ def representative_items(mass: dict[int, dict[int, float]], top: int,
             out[seg] = popular[:top]
             continue
         total = sum(items.values()) or 1.0
-        lift = {r: items[r] / total * grand / overall[r] for r in popular[:POPULAR_POOL]}
+        # Rounded: items only this segment holds all have the same lift, which float
+        # rounding would otherwise order at random; they go by popularity.
+        lift = {r: round(items[r] / total * grand / overall[r], 6)
+                for r in popular[:POPULAR_POOL]}
         out[seg] = sorted(lift, key=lambda r: (-lift[r], -items[r], r))[:top]
     return out
 

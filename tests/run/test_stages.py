@@ -144,7 +144,8 @@ def raypipe_run(paths, out) -> list[str]:
     return [f"{BIN}/raypipe", "run", "--input", paths["events"], "--items", paths["items"],
             "--output", out, "--holdout", "last", "--num-cpus", "2",
             "--set", "user_repr=pooled", "--set", "kmeans.n_clusters=4",
-            "--set", "recommend.k=10", "--set", "recommend.strategies=[vector,segment,blend,multi]"]
+            "--set", "recommend.k=10", "--set", "recommend.strategies=[vector,segment,blend,multi]",
+            "--set", "embed.precision=fp32"]
 
 
 @pytest.mark.slow

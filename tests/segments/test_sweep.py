@@ -108,3 +108,15 @@ def test_generated_segments_planted_k_is_chosen(tmp_path, k, focus, tolerance):
     if tolerance == 0:                                    # well separated: the segments too
         labels = KMeans(chosen, n_init=3, random_state=0).fit_predict(x)
         assert adjusted_rand_score(y, labels) >= 0.9
+
+
+def test_few_users_narrow_the_range_or_are_refused(ray_session):
+    from raypipe.config import KMeansConfig
+    from raypipe.jobs.kmeans_tasks import RayShards
+    from raypipe.jobs.segments import sweep_segments
+    x, _ = planted(3, std=1.0, seed=4, n=60)            # 3 x 40 rows: under 4 x k_max
+    sweep = KMeansConfig(n_clusters="auto", sweep_resamples=2).sweep()
+    result = sweep_segments(RayShards.from_arrays(np.array_split(x, 2)), sweep)
+    assert result["k_range"] == [2, len(x) // 4] and result["chosen_k"] == 3
+    with pytest.raises(ValueError, match="too few to choose"):
+        sweep_segments(RayShards.from_arrays([x[:6]]), sweep)
