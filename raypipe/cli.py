@@ -90,6 +90,9 @@ def _segments_parser(sub):
     e.add_argument("--artifacts", default="artifacts", help="the run (default: ./artifacts)")
     e.add_argument("--min-confidence", type=float, default=0.0,
                    help="leave out users less sure of their segment (0-1)")
+    e.add_argument("--level", type=int, default=None,
+                   help="a level of the segment hierarchy (its number of segments; default "
+                        "the main level, kmeans.n_clusters)")
     d = KMeansConfig()
     s = ops.add_parser("sweep", help="score K-means at every K of a range on a run's user "
                        "vectors, and say which K kmeans.n_clusters=auto would choose")
@@ -178,9 +181,10 @@ def _generate(args) -> int:
 
 def _export(args) -> int:
     from raypipe.readouts.export import segment_users, write
-    users = segment_users(args.artifacts, args.segment, args.min_confidence)
+    users = segment_users(args.artifacts, args.segment, args.min_confidence, args.level)
     write(users, args.out)
-    print(f"raypipe: wrote {users.num_rows} users of segment {args.segment} to {args.out}")
+    at = f" at level {args.level}" if args.level else ""
+    print(f"raypipe: wrote {users.num_rows} users of segment {args.segment}{at} to {args.out}")
     return 0
 
 

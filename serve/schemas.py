@@ -43,6 +43,10 @@ class Segment(BaseModel):
     terms: list[str]
 
 
+class LevelSegment(Segment):
+    level: int = Field(description="the number of segments at this level of the hierarchy")
+
+
 class Interest(Segment):
     weight: float = Field(description="share of the user's recency-weighted history")
 
@@ -53,6 +57,9 @@ class Profile(BaseModel):
     confidence: float = Field(description="1 - d1/d2 over the two nearest segment centres")
     distance: float
     interests: list[Interest]
+    levels: list[LevelSegment] = Field(description="the user's segment at each level of the "
+                                       "hierarchy, coarse to fine (one level when flat); each "
+                                       "is the parent of the next")
     history_length: int
     counts: dict[str, int] = Field(description="n_events and n_<event type>")
     version: str = Field(description="the artifacts version that answered")
@@ -98,6 +105,7 @@ class Version(BaseModel):
     users: int
     items: int
     segments: int
+    levels: list[int] = Field(description="segments per level of the hierarchy")
     strategies: list[str]
     k: int
 

@@ -33,7 +33,7 @@ from raypipe.run.versions import current_run, verify
 from raypipe.run.privacy import Pseudonymizer, load_key, stored_id
 from raypipe.schema import REASON
 from raypipe.segments.profiles import COUNTS, profile_table
-from raypipe.segments.shard import assign
+from raypipe.segments.segmentation import Segmentation
 from raypipe.vectors.pooling import history_rows, history_weights
 from raypipe.vectors.users import UserModel
 from serve.loading import artifact_version, read_bytes, vectors_in_order
@@ -81,11 +81,12 @@ class ProfileService:
         self.users = UserModel.from_config(self.cfg, self.text_vectors, self.texts, encoder)
         self.space = vectors_in_order(Folder(uri).read("item_vectors"), self.item_index) \
             if "item_vectors" in self.manifest["tables"] else self.text_vectors
-        self.centroids = to_numpy(Folder(uri).read("centroids").sort_by("segment")["vector"])
-        segments = Folder(uri).read("segments").sort_by("segment").to_pylist()
-        self.segments = {s["segment"]: s for s in segments}
+        self.segmentation = Segmentation.from_table(Folder(uri).read("centroids"))
+        main = self.segmentation.n_segments
+        segments = Folder(uri).read("segments").to_pylist()
+        self.segments = {(s.get("level", main), s["segment"]): s for s in segments}
         rankings = segment_rankings_from_table(Folder(uri).read("segment_items"),
-                                               len(self.centroids), self.item_index)
+                                               main, self.item_index)
         followers, weights = None, None
         if "blend" in self.cfg.recommend.strategies:
             blend = self.manifest.get("blend")
@@ -193,12 +194,12 @@ class ProfileService:
         space = self.users.item_space(new_text) if len(new_text) else self.space
         item_segment = self.item_segment
         if len(plan.new_items):
-            new_segments = assign(space[len(self.item_ids):], self.centroids, 1)[1][:, 0]
+            new_segments = self.segmentation.nearest(space[len(self.item_ids):])[0]
             item_segment = np.concatenate([item_segment, new_segments])
         weights = history_weights([plan.event_types], self.cfg.user)
         counts = {c: pa.array([v], pa.int64()) for c, v in plan.counts.items()}
         prof = profile_table(pa.array([plan.user_id]), taste, [plan.rows], weights, counts,
-                             self.centroids, item_segment,
+                             self.segmentation, item_segment,
                              self.cfg.profiles.top_interests).to_pylist()[0]
         recs = self._recommend(plan.user_id, query, [plan.rows], [plan.event_types], space,
                                prof["segment"], k, strategy, item_segment)
@@ -217,7 +218,7 @@ class ProfileService:
                    item_segment):
         self.check_strategy(strategy)
         exclude = purchased(rows, event_types, self.cfg.recommend.exclude_purchased)
-        interests = interest_queries(rows, event_types, item_segment, space, len(self.centroids),
+        interests = interest_queries(rows, event_types, item_segment, space, self.segmentation.n_segments,
                                      self.cfg.profiles.top_interests, self.cfg.user,
                                      self.cfg.recommend) if strategy == "multi" else None
         ranked = self.recommender.recommend(query, np.array([segment]), exclude, k,
@@ -227,8 +228,8 @@ class ProfileService:
         return {"user_id": user_id, "strategy": strategy, "items": items,
                 "segment": self._segment(segment), "version": self.version}
 
-    def _segment(self, s: int) -> dict:
-        seg = self.segments.get(s, {})
+    def _segment(self, s: int, level: int | None = None) -> dict:
+        seg = self.segments.get((level or self.segmentation.n_segments, s), {})
         return {"id": int(s), "name": seg.get("name", ""), "terms": seg.get("top_terms", [])}
 
     def _profile_dict(self, p: dict) -> dict:
@@ -237,6 +238,9 @@ class ProfileService:
         return {"user_id": p["user_id"], "segment": self._segment(p["segment"]),
                 "confidence": float(p["confidence"]), "distance": float(p["distance"]),
                 "interests": interests, "history_length": int(p["history_length"]),
+                "levels": [{**self._segment(s, lv), "level": lv}
+                           for lv, s in zip(self.segmentation.levels,
+                                            p.get("levels") or [p["segment"]])],
                 "counts": {c: int(p[c]) for c in COUNTS}, "version": self.version}
 
     def info(self) -> dict:
@@ -244,7 +248,8 @@ class ProfileService:
                 "artifacts": self.uri, "run": self.run,
                 "raypipe_version": self.manifest.get("raypipe_version"),
                 "user_repr": self.cfg.user_repr, "users": len(self.user_index),
-                "items": len(self.item_ids), "segments": len(self.centroids),
+                "items": len(self.item_ids), "segments": self.segmentation.n_segments,
+                "levels": list(self.segmentation.levels),
                 "strategies": list(self.cfg.recommend.strategies),
                 "k": self.cfg.recommend.k}
 

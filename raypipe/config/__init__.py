@@ -26,13 +26,13 @@ from raypipe.config.sections import (  # noqa: F401 (the sections are raypipe.co
     EmbedConfig,
     UserConfig,
     EncoderConfig,
-    KMeansConfig,
     ItemGroupConfig,
     ProfileConfig,
     RecommendConfig,
     PrivacyConfig,
     EvalConfig,
 )
+from raypipe.config.segments import KMeansConfig  # noqa: F401
 
 __all__ = ["SOURCES", "USER_REPRS", "STRATEGIES", "DEFAULT_STRATEGIES", "INDEXES", "SyntheticConfig", "SourceConfig", "CleanConfig", "SequenceConfig", "EmbedConfig", "UserConfig", "EncoderConfig", "KMeansConfig", "ItemGroupConfig", "ProfileConfig", "RecommendConfig", "PrivacyConfig", "EvalConfig",
            "PipelineConfig", "from_dict", "apply_override", "apply_overrides", "load_config"]

@@ -164,48 +164,6 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
-class KMeansConfig:
-    # A number, or auto: K-means at every K of sweep_k_min..sweep_k_max on a sample of the
-    # user vectors, K chosen by segments/sweep.py's rule; the sweep goes to the manifest and
-    # the segment_sweep table.
-    n_clusters: int | str = 8
-    init: str = "k-means||"    # k-means|| (over all shards), k-means++ (on a sample), random
-    max_iter: int = 50
-    tol: float = 1e-4          # stop when centroids move less than this (relative)
-    n_init: int = 1
-    seed: int = 0
-    # Keep segment ids across runs: match the new centroids to a previous run's (Hungarian
-    # matching) and take their ids. `previous`: that run's artifacts; empty = the run this
-    # one replaces in the output folder (segment_ids.py).
-    stable_ids: bool = True
-    previous: str = ""
-    sweep_k_min: int = 2
-    sweep_k_max: int = 32
-    sweep_resamples: int = 4       # half-sample fits per K, compared pairwise (stability)
-    sweep_sample: int = 20_000     # user vectors the sweep fits on
-    min_stability: float = 0.8     # mean adjusted Rand index between resampled fits
-
-    def __post_init__(self):
-        if self.init not in ("k-means||", "k-means++", "random"):
-            raise ValueError(f"kmeans.init={self.init!r} should be 'k-means||', 'k-means++' "
-                             f"or 'random'")
-        if self.n_clusters != "auto" and not isinstance(self.n_clusters, int):
-            raise ValueError(f"kmeans.n_clusters={self.n_clusters!r} should be a number or "
-                             f"'auto'")
-        self.sweep()                      # checks the sweep's range
-        if self.n_clusters != "auto" and self.n_clusters < 1 or self.max_iter < 1 or \
-                self.n_init < 1:
-            raise ValueError(f"kmeans.n_clusters={self.n_clusters}, max_iter={self.max_iter}, "
-                             f"n_init={self.n_init} should all be >= 1")
-
-    def sweep(self):
-        """The sweep's settings (segments/sweep.py)."""
-        from raypipe.segments.sweep import SweepConfig
-        return SweepConfig(self.sweep_k_min, self.sweep_k_max, self.sweep_resamples,
-                           self.sweep_sample, self.min_stability, self.max_iter, self.seed)
-
-
-@dataclass(frozen=True)
 class ItemGroupConfig:
     # Product groups: K-means over the item vectors (the same engine as the segments), named
     # from their distinctive terms; in items.parquet, the report and `max_per_group`.

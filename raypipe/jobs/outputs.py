@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
@@ -28,8 +29,8 @@ from raypipe.run.artifacts import Folder
 from raypipe.run.versions import current_run
 from raypipe.run.stages import Runtime, Stage
 from raypipe.segments import ids as segment_ids
-from raypipe.segments.profiles import summarize_segments
-from raypipe.segments.shard import shard_predict
+from raypipe.segments.profiles import roll_up, summarize_segments
+from raypipe.segments.segmentation import Segmentation
 
 log = logging.getLogger("raypipe")
 RANKING_DEPTH = 1000     # items kept per segment in segment_items
@@ -42,26 +43,27 @@ def outputs_stage(out: Folder, items: Stage, embeddings: Stage, groups: Stage, u
                   embed: EmbedConfig | None = None) -> dict:
     """-> `profiles`, `segments`, `items`, `segment_items`, `item_followers` (with blend),
     `recommendations`; what the manifest says of them."""
-    centroids = to_numpy(segments.folder.read("centroids")["vector"])
+    seg = Segmentation.from_table(segments.folder.read("centroids"))
     model, catalogue = load_user_model(users, items, embeddings, user_repr, user,
                                        recommend.query_half_life)
     catalogue_ref, table = [ray.put(catalogue)], runtime.read_dataset(users.folder, "_users")
     group = groups_table(groups)
     with rt.timed("profiles"):
-        item_segment = shard_predict(catalogue.vectors, centroids)
-        seg_model = SegmentModel(centroids, item_segment, model, user, profiles, recommend,
+        item_segment = seg.nearest(catalogue.vectors)[0]
+        seg_model = SegmentModel(seg, item_segment, model, user, profiles, recommend,
                                  group["group"].to_numpy() if group else None)
-        prof, model_ref, mass = profile_users(table, catalogue_ref, seg_model)
+        prof, model_ref, leaf_mass = profile_users(table, catalogue_ref, seg_model)
         out.dataset("profiles", prof)
-        ids = _segment_ids(out, segments, len(centroids))
-        _write_segments(out, segments, ids, mass, catalogue, profiles)
+        ids = _segment_ids(out, segments, seg)
+        _write_segments(out, segments, seg, ids, leaf_mass, catalogue, profiles)
         _write_items(out, items, item_segment, group)
-        rankings = segment_rankings(mass, len(centroids), depth=RANKING_DEPTH)
+        mass = roll_up(leaf_mass, seg.paths[:, seg.main])
+        rankings = segment_rankings(mass, seg.n_segments, depth=RANKING_DEPTH)
         out.table("segment_items", segment_items_table(rankings, catalogue.item_ids))
     followers, blend_info, weights = None, None, None
     if "blend" in recommend.strategies:
         with rt.timed("blend"):
-            val = _Fit(table, catalogue, catalogue_ref, centroids, mass, model,
+            val = _Fit(table, catalogue, catalogue_ref, seg, mass, model,
                        seg_model.item_group, user, recommend, validation_share, seed, embed)
             followers, blend_info = val.fit(out, users.info["profiled"])
         weights = (blend_info["segment"], blend_info["cooccurrence"])
@@ -78,18 +80,31 @@ def outputs_stage(out: Folder, items: Stage, embeddings: Stage, groups: Stage, u
     return {"metrics": metrics, "index": index, "segment_ids": ids, "blend": blend_info}
 
 
-def _write_segments(out: Folder, segments: Stage, ids: dict, mass: pa.Table, catalogue,
-                    profiles: ProfileConfig) -> None:
-    """-> `segments`: each segment's size, top items and terms, and how its id was kept."""
-    n = len(ids["kmeans_cluster"])
-    summary = summarize_segments(np.asarray(segments.info["sizes"]), mass, catalogue.item_ids,
-                                 catalogue.texts, profiles.top_items, profiles.top_terms)
-    moved = ids.get("moved") or [None] * n
-    changed = (ids.get("users") or {}).get("per_segment") or [None] * n
-    out.table("segments", summary.append_column(
-        "kmeans_cluster", pa.array(ids["kmeans_cluster"], pa.int32())).append_column(
-        "moved", pa.array(moved, pa.float32())).append_column(
-        "changed_share", pa.array(changed, pa.float32())))
+def _write_segments(out: Folder, segments: Stage, seg: Segmentation, ids: dict,
+                    leaf_mass: pa.Table, catalogue, profiles: ProfileConfig) -> None:
+    """-> `segments`: every node of every level (level, segment, parent): its size, name,
+    top items and terms (among that level's nodes), and how its id was kept."""
+    tables = []
+    for j, level in enumerate(seg.levels):
+        kept = ids if level == seg.n_segments else ids["levels"][str(level)]
+        summary = summarize_segments(
+            np.asarray(_level_sizes(segments, level)), roll_up(leaf_mass, seg.paths[:, j]),
+            catalogue.item_ids, catalogue.texts, profiles.top_items, profiles.top_terms)
+        parent = seg.parents(level)
+        moved = kept.get("moved") or [None] * level
+        changed = (kept.get("users") or {}).get("per_segment") or [None] * level
+        tables.append(summary.append_column(
+            "level", pa.array([level] * level, pa.int32())).append_column(
+            "parent", pa.array(parent, pa.int32(), mask=parent < 0)).append_column(
+            "kmeans_cluster", pa.array(kept["kmeans_cluster"], pa.int32())).append_column(
+            "moved", pa.array(moved, pa.float32())).append_column(
+            "changed_share", pa.array(changed, pa.float32())))
+    out.table("segments", pa.concat_tables(tables))
+
+
+def _level_sizes(segments: Stage, level: int) -> list:
+    hierarchy = segments.info.get("hierarchy")
+    return hierarchy["per_level"][str(level)]["sizes"] if hierarchy else segments.info["sizes"]
 
 
 def _write_items(out: Folder, items: Stage, item_segment: np.ndarray, group) -> None:
@@ -106,11 +121,11 @@ class _Fit:
     """blend's co-occurrence counts (-> `item_followers`) and its weights, fitted on the
     validation users (recommend/blend.py) where the config leaves them unset."""
 
-    def __init__(self, users, catalogue, catalogue_ref, centroids, mass, model, item_group,
+    def __init__(self, users, catalogue, catalogue_ref, seg, mass, model, item_group,
                  user: UserConfig, recommend: RecommendConfig, share: float, seed: int,
                  embed: EmbedConfig | None):
         self.users, self.catalogue, self.catalogue_ref = users, catalogue, catalogue_ref
-        self.centroids, self.mass, self.model, self.item_group = centroids, mass, model, item_group
+        self.seg, self.mass, self.model, self.item_group = seg, mass, model, item_group
         self.user, self.r, self.share, self.seed, self.embed = user, recommend, share, seed, embed
 
     def fit(self, out: Folder, n_users: int) -> tuple:
@@ -131,10 +146,10 @@ class _Fit:
                                "weights are 0"}
         val = blend.validation_inputs(
             val_users, to_numpy(val_users[self.model.segment_column]), self.catalogue,
-            self.centroids, self.user, r.exclude_purchased, self.model,
+            self.seg, self.user, r.exclude_purchased, self.model,
             self._embedded(val_users))
         rec = Recommender(self.catalogue.item_ids, self.catalogue.vectors,
-                          blend.validation_rankings(self.mass, val, len(self.centroids),
+                          blend.validation_rankings(self.mass, val, self.seg.n_segments,
                                                     depth=RANKING_DEPTH),
                           r, self.item_group,
                           Followers.from_pairs(pairs, n_items, r.cooccurrence_top, validation=True))
@@ -156,20 +171,42 @@ class _Fit:
         return to_numpy(got["vector"])
 
 
-def _segment_ids(out: Folder, segments: Stage, n_segments: int) -> dict:
+def _segment_ids(out: Folder, segments: Stage, seg: Segmentation) -> dict:
     """The segments stage's id matching, plus the share of users (in both runs) whose
-    segment changed, from the previous run's profiles."""
+    segment changed, from the previous run's profiles; with a hierarchy, the same for
+    every level under `levels`."""
     ids = dict(segments.info.get("segment_ids") or {})
-    ids.setdefault("kmeans_cluster", list(range(n_segments)))
+    ids.setdefault("kmeans_cluster", list(range(seg.n_segments)))
     ref = ids.get("reference")
     previous = Folder(current_run(ref)) if ref else None
     if previous is not None and previous.exists("profiles.parquet"):
         cols = ["user_id", "segment"]
         ids["users"] = segment_ids.changed_share(
-            previous.read("profiles", cols), out.read("profiles", cols), n_segments)
+            previous.read("profiles", cols), out.read("profiles", cols), seg.n_segments)
         log.info("segment ids: %s of the users in both runs changed segment",
                  ids["users"]["changed_share"])
+    if seg.hierarchical:
+        per_level = segments.info["hierarchy"]["per_level"]
+        ids["levels"] = {str(lv): {**per_level[str(lv)]["segment_ids"],
+                                   **_level_changes(previous, out, seg, lv)}
+                         for lv in seg.levels if lv != seg.n_segments}
     return ids
+
+
+def _level_changes(previous: Folder | None, out: Folder, seg: Segmentation, level: int) -> dict:
+    """{users: changed shares} at one level, where the previous run had that level."""
+    if previous is None or not previous.exists("profiles.parquet"):
+        return {}
+    old = Segmentation.from_table(previous.read("centroids")).levels
+    if level not in old:
+        return {}
+
+    def at(folder: Folder, j: int) -> pa.Table:
+        t = folder.read("profiles", ["user_id", "levels"])
+        return pa.table({"user_id": t["user_id"],
+                         "segment": pc.list_element(t["levels"], j)})
+    return {"users": segment_ids.changed_share(at(previous, old.index(level)),
+                                               at(out, seg.levels.index(level)), level)}
 
 
 def planted_agreement(out: Folder, truth_path: str) -> dict:

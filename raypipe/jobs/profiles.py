@@ -10,25 +10,26 @@ from raypipe.arrays import to_numpy
 from raypipe.config import ProfileConfig, RecommendConfig, UserConfig
 from raypipe.jobs.runtime import USER_BATCH, fetch, shuffle_partitions, to_table
 from raypipe.segments.profiles import COUNTS, nearest_segments, profile_table, segment_item_mass
+from raypipe.segments.segmentation import Segmentation
 from raypipe.vectors.pooling import history_rows, history_weights
 from raypipe.vectors.users import UserModel
 
 
 class SegmentModel:
-    """Centroids and what depends on them, shipped once to the workers: the items'
+    """The segmentation and what depends on it, shipped once to the workers: the items'
     segments, the user model, the item groups and the sections the maps read."""
 
-    def __init__(self, centroids: np.ndarray, item_segment: np.ndarray, users: UserModel,
+    def __init__(self, segmentation: Segmentation, item_segment: np.ndarray, users: UserModel,
                  user: UserConfig, profiles: ProfileConfig, recommend: RecommendConfig,
                  item_group: np.ndarray | None = None):
-        self.centroids, self.item_segment, self.users = centroids, item_segment, users
+        self.segmentation, self.item_segment, self.users = segmentation, item_segment, users
         self.user, self.profiles, self.recommend = user, profiles, recommend
         self.item_group = item_group
 
 
 def segments_of(batch: pa.Table, m: SegmentModel):
     """A batch of users -> (segment, distance, confidence), from their segment vectors."""
-    return nearest_segments(to_numpy(batch[m.users.segment_column]), m.centroids)
+    return nearest_segments(to_numpy(batch[m.users.segment_column]), m.segmentation)
 
 
 def _history(batch: pa.Table, catalogue, m: SegmentModel):
@@ -40,20 +41,20 @@ def _profiles(batch: pa.Table, catalogue, model) -> pa.Table:
     cat, m = fetch(catalogue[0]), fetch(model[0])
     idx, w = _history(batch, cat, m)
     return profile_table(batch["user_id"], to_numpy(batch[m.users.segment_column]),
-                         idx, w, {c: batch[c] for c in COUNTS}, m.centroids, m.item_segment,
+                         idx, w, {c: batch[c] for c in COUNTS}, m.segmentation, m.item_segment,
                          m.profiles.top_interests)
 
 
 def _mass(batch: pa.Table, catalogue, model) -> pa.Table:
     cat, m = fetch(catalogue[0]), fetch(model[0])
-    seg, _, _ = segments_of(batch, m)
+    leaf = m.segmentation.nearest(to_numpy(batch[m.users.segment_column]))[3][:, -1]
     idx, w = _history(batch, cat, m)
-    return segment_item_mass(seg, idx, w)
+    return segment_item_mass(leaf, idx, w)
 
 
 def profile_users(users, catalogue_ref, model: SegmentModel):
-    """-> (profiles dataset, the model's object ref, segment item mass table summed over all
-    users)."""
+    """-> (profiles dataset, the model's object ref, item mass table (segment = the finest
+    level's) summed over all users)."""
     model_ref = [ray.put(model)]
     kwargs = {"catalogue": catalogue_ref, "model": model_ref}
     profiles = users.map_batches(_profiles, batch_size=USER_BATCH, batch_format="pyarrow",

@@ -38,7 +38,7 @@ def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
     rec, r = _recommender(cat, m, rankings), m.recommend
     vectors, seg, idx = _queries(batch, cat, m)
     interests = interest_queries(
-        idx, batch["event_types"], m.item_segment, cat.vectors, len(m.centroids),
+        idx, batch["event_types"], m.item_segment, cat.vectors, m.segmentation.n_segments,
         m.profiles.top_interests, m.user, r) if "multi" in r.strategies else None
     ranked = rec.recommend(vectors, seg, purchased(idx, batch["event_types"],
                                                         r.exclude_purchased),

@@ -8,7 +8,6 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from raypipe.arrays import to_arrow, to_numpy
 from raypipe.config import KMeansConfig
 from raypipe.jobs.kmeans_tasks import RayShards
 from raypipe.jobs.runtime import read_dataset
@@ -16,9 +15,10 @@ from raypipe.jobs.sweep import sweep_on_ray
 from raypipe.run.artifacts import MANIFEST, Folder
 from raypipe.run.stages import Runtime, Stage
 from raypipe.run.versions import current_run
-from raypipe.segments import ids
+from raypipe.segments import ids, tree
 from raypipe.segments.kmeans import KMeans
 from raypipe.segments.seeding import canonical
+from raypipe.segments.segmentation import Segmentation
 from raypipe.segments.sweep import CRITERIA, SweepConfig
 
 log = logging.getLogger("raypipe")
@@ -71,49 +71,92 @@ def sweep_table(result: dict) -> pa.Table:
 
 
 def previous_centroids(ref: str, enabled: bool, shape: tuple) -> dict:
-    """The run at `ref` whose segment ids this one keeps: {reference, centroids} or, when
-    there is none to match, {reference: None, note: why}."""
+    """The nodes at level shape[0] of the run at `ref` whose segment ids this one keeps:
+    {reference, centroids} or, when there is none to match, {reference: None, note: why}."""
     if not enabled:
         return {"reference": None, "note": "kmeans.stable_ids is off"}
     prev = Folder(current_run(ref))
     if not (prev.exists(MANIFEST) and prev.exists("centroids.parquet")):
         return {"reference": None, "note": f"no previous run at {ref}: ids are K-means'"}
-    old = to_numpy(prev.read("centroids").sort_by("segment")["vector"])
-    if old.shape != shape:
-        return {"reference": None, "note": f"the previous run at {ref} has {old.shape[0]} "
-                f"segments of dimension {old.shape[1]}, this one {shape[0]} of "
-                f"{shape[1]}: ids are K-means'"}
-    return {"reference": ref, "centroids": old}
+    old = Segmentation.from_table(prev.read("centroids"))
+    if shape[0] not in old.levels or old.leaves.shape[1] != shape[1]:
+        return {"reference": None, "note": f"the previous run at {ref} has levels "
+                f"{list(old.levels)} of dimension {old.leaves.shape[1]}, this one "
+                f"{shape[0]} segments of {shape[1]}: ids are K-means'"}
+    return {"reference": ref, "centroids": old.nodes[old.levels.index(shape[0])]}
+
+
+def build_segmentation(km: KMeans, cfg: KMeansConfig, k: int, previous: str) -> tuple:
+    """Fitted K-means (k segments, or the finest level's) -> (Segmentation with stable ids
+    at every level, the leaves' sizes, what the manifest says of the ids per level)."""
+    levels = cfg.levels_with(k) or (k,)
+    sizes = np.bincount(km.labels_, minlength=km.n_clusters)
+    paths = tree.build(km.cluster_centers_, sizes, levels, cfg.tree) if len(levels) > 1 \
+        else np.arange(k, dtype=np.int32)[:, None]
+    nodes, kept = [], {}
+    for j, level in enumerate(levels):
+        cents = tree.node_centroids(km.cluster_centers_, sizes, paths[:, j], level)[0] \
+            if len(levels) > 1 else km.cluster_centers_
+        cents, paths[:, j], kept[level] = ids.stable(cents, paths[:, j], previous_centroids(
+            previous, cfg.stable_ids, cents.shape))
+        nodes.append(cents)
+    order = np.argsort(paths[:, -1])              # leaves in their stable-id order
+    return (Segmentation(tuple(nodes), paths[order], levels.index(k)), sizes[order], kept)
 
 
 def segments_stage(out: Folder, kmeans: KMeansConfig, users: Stage, previous: str,
                    rt: Runtime) -> dict:
-    """User vectors (the users stage's segment column) -> `centroids` (segment, vector),
-    numbered as the `previous` run's segments where kmeans.stable_ids is on
-    (segments/ids.py)."""
+    """User vectors (the users stage's segment column) -> `centroids` (segmentation.py),
+    numbered as the `previous` run's segments at every level where kmeans.stable_ids is on
+    (segments/ids.py). With kmeans.levels, K-means makes the finest level and a tree over
+    its segments the rest (segments/tree.py)."""
     with rt.timed("segments"):
         shards = RayShards.from_dataset(read_dataset(users.folder, "_users"),
                                         users.info["segment_column"])
         sweep = sweep_segments(shards, kmeans.sweep()) if kmeans.n_clusters == "auto" else None
         if sweep:
             out.table("segment_sweep", sweep_table(sweep))
-        km = fit_segments(shards, kmeans, sweep["chosen_k"] if sweep else kmeans.n_clusters)
-        centroids, labels, kept = ids.stable(km.cluster_centers_, km.labels_, previous_centroids(
-            kmeans.previous or previous, kmeans.stable_ids, km.cluster_centers_.shape))
-        if kept["reference"]:
-            log.info("segment ids matched to %s; centroids moved %s", kept["reference"],
-                     kept["moved"])
-        out.table("centroids", pa.table({
-            "segment": pa.array(range(len(centroids)), pa.int32()),
-            "vector": to_arrow(centroids)}))
-    inertias = [r["inertia"] for r in km.restarts_]
-    return {"kmeans": {"n_clusters": int(km.n_clusters), "inertia": float(km.inertia_),
-                       "n_iter": int(km.n_iter_), "restarts": {
-                           "n_init": kmeans.n_init, "inertia": [float(i) for i in inertias],
-                           "inertia_spread": float((max(inertias) - min(inertias)) /
-                                                   max(min(inertias), 1e-30)),
-                           "mean_ari": km.restart_ari_}},
-            "sizes": np.bincount(labels, minlength=km.n_clusters).tolist(),
-            "segment_ids": kept,
+        k = sweep["chosen_k"] if sweep else kmeans.n_clusters
+        km = fit_segments(shards, kmeans, max(kmeans.levels_with(k) or (k,)))
+        seg, leaf_sizes, kept = build_segmentation(km, kmeans, k, kmeans.previous or previous)
+        main = kept[k]
+        if main["reference"]:
+            log.info("segment ids matched to %s; centroids moved %s", main["reference"],
+                     main["moved"])
+        out.table("centroids", seg.to_table())
+    sizes = np.bincount(seg.paths[:, seg.main], weights=leaf_sizes, minlength=k)
+    hierarchy = _hierarchy_info(seg, km, leaf_sizes, kept, kmeans.tree) \
+        if seg.hierarchical else None
+    return {"kmeans": _kmeans_info(km, kmeans, k, hierarchy),
+            "sizes": sizes.astype(int).tolist(),
+            "segment_ids": main,
+            **({"hierarchy": hierarchy} if hierarchy else {}),
             **({"sweep": {**{k: v for k, v in sweep.items() if k != "rows"},
                           "table": "segment_sweep.parquet"}} if sweep else {})}
+
+
+def _kmeans_info(km: KMeans, cfg: KMeansConfig, k: int, hierarchy: dict | None) -> dict:
+    """n_clusters and inertia are the main level's; n_iter and the restarts are K-means'
+    (at the finest level with a hierarchy)."""
+    inertias = [r["inertia"] for r in km.restarts_]
+    inertia = hierarchy["per_level"][str(k)]["inertia"] if hierarchy else km.inertia_
+    return {"n_clusters": int(k), "inertia": float(inertia),
+            "n_iter": int(km.n_iter_), "restarts": {
+                "n_init": cfg.n_init, "inertia": [float(i) for i in inertias],
+                "inertia_spread": float((max(inertias) - min(inertias)) /
+                                        max(min(inertias), 1e-30)),
+                "mean_ari": km.restart_ari_}}
+
+
+def _hierarchy_info(seg: Segmentation, km: KMeans, leaf_sizes: np.ndarray, kept: dict,
+                    method: str) -> dict:
+    """The levels, each with its node sizes, the users' inertia at that cut and its ids."""
+    out = {"tree": method, "levels": list(seg.levels), "main_level": seg.n_segments,
+           "per_level": {}}
+    for j, level in enumerate(seg.levels):
+        col = seg.paths[:, j]
+        out["per_level"][str(level)] = {
+            "sizes": np.bincount(col, weights=leaf_sizes, minlength=level).astype(int).tolist(),
+            "inertia": float(km.inertia_) + tree.cut_inertia(seg.leaves, leaf_sizes, col),
+            "segment_ids": kept[level]}
+    return out

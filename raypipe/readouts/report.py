@@ -23,6 +23,7 @@ from raypipe.readouts import choosing
 from raypipe.readouts.charts import CSS, bar_chart, color, esc, funnel_chart, ratio, scatter, table
 from raypipe.run.artifacts import MANIFEST, Folder
 from raypipe.run.versions import current_run
+from raypipe.segments.segmentation import level_rows
 from raypipe.schema import EVENT_TYPES
 
 MAP_SAMPLE = 3000
@@ -155,7 +156,8 @@ class _Run:
 
     def __init__(self, art: Folder):
         self.art, self.manifest = art, json.loads(art.read_bytes(MANIFEST))
-        self.segments = art.read("segments").sort_by("segment")
+        self.all_segments = art.read("segments")
+        self.segments = level_rows(self.all_segments, self.manifest["kmeans"]["n_clusters"])
         self.profiles = art.read("profiles", ["user_id", "segment", "confidence", "n_events",
                                               *[f"n_{e}" for e in EVENT_TYPES]])
         self.items = art.read("items")

@@ -49,7 +49,7 @@ class Validation:
 
 
 def validation_inputs(users: pa.Table, segment_vectors: np.ndarray, catalogue,
-                      centroids: np.ndarray, user: UserConfig, exclude_purchased: bool,
+                      segmentation, user: UserConfig, exclude_purchased: bool,
                       model: UserModel, embedded: np.ndarray | None = None) -> Validation:
     """Validation users (item_ids, event_types) and the vectors their segments were made
     from -> their inputs, the shortened histories turned into vectors by the run's
@@ -58,10 +58,10 @@ def validation_inputs(users: pa.Table, segment_vectors: np.ndarray, catalogue,
     rows, types = shortened(users, catalogue)
     vectors = model.encode(rows, types, embedded)
     full_rows = history_rows(users["item_ids"], catalogue.index())
-    full = nearest_segments(segment_vectors, centroids)[0]
+    full = nearest_segments(segment_vectors, segmentation)[0]
     last = np.array([w[-1] for w in history_weights(users["event_types"].to_pylist(),
                                                     user)], np.float64)
-    return Validation(vectors.query, nearest_segments(vectors.taste, centroids)[0], rows,
+    return Validation(vectors.query, nearest_segments(vectors.taste, segmentation)[0], rows,
                       purchased(rows, types, exclude_purchased),
                       np.array([r[-1] for r in full_rows], np.int64), full, last)
 

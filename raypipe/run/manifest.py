@@ -44,6 +44,7 @@ def build_manifest(requested, cfg, s: dict, timings: dict, tables: dict, stages:
         "tables": tables,
         "embedding": {"items": s["item_embeddings"].info.get("embedding"),
                       **({"sequences": users["embedding"]} if "embedding" in users else {})},
-        **({"sweep": s["segments"].info["sweep"]} if "sweep" in s["segments"].info else {}),
+        **{key: s["segments"].info[key] for key in ("sweep", "hierarchy")
+           if key in s["segments"].info},
         **({"encoder": users["training"]} if "training" in users else {}),
     }

@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
-from raypipe.segments.shard import assign
+from raypipe.segments.segmentation import Segmentation
 from raypipe.schema import EVENT_TYPES
 
 COUNTS = ("n_events",) + tuple(f"n_{e}" for e in EVENT_TYPES)
@@ -23,16 +23,10 @@ STOPWORDS = frozenset("""a an and are as at be by for from has in is it its of o
     x oz ounce ounces count pcs pack set size new inch ml fl g lb cm mm""".split())
 
 
-def nearest_segments(vectors: np.ndarray, centroids: np.ndarray):
-    """(n, d) -> segment (n,), distance (n,), confidence (n,) in [0, 1]:
-    1 - d1/d2 with d1, d2 the distances to the nearest two centroids."""
-    k = min(2, len(centroids))
-    d2, labels = assign(vectors, centroids, k)
-    dist = np.sqrt(d2)
-    if k == 1:
-        return labels[:, 0], dist[:, 0], np.ones(len(vectors), np.float32)
-    conf = 1.0 - dist[:, 0] / np.maximum(dist[:, 1], 1e-12)
-    return labels[:, 0], dist[:, 0], conf.astype(np.float32)
+def nearest_segments(vectors: np.ndarray, segmentation: Segmentation):
+    """(n, d) -> segment (n,), distance (n,), confidence (n,) in [0, 1]
+    (segmentation.py)."""
+    return segmentation.nearest(vectors)[:3]
 
 
 def interests(item_index: list[np.ndarray], weights: list[np.ndarray], item_segment: np.ndarray,
@@ -50,18 +44,20 @@ def interests(item_index: list[np.ndarray], weights: list[np.ndarray], item_segm
 
 
 def profile_table(user_ids, segment_vectors: np.ndarray, item_index: list[np.ndarray],
-                  weights: list[np.ndarray], counts: dict, centroids: np.ndarray,
+                  weights: list[np.ndarray], counts: dict, segmentation: Segmentation,
                   item_segment: np.ndarray, top: int) -> pa.Table:
     """Users' segment vectors (n, d), histories (catalogue rows, weights) and event counts
-    -> `profiles` rows. The batch job and the service both make profiles here."""
-    seg, dist, conf = nearest_segments(segment_vectors, centroids)
-    segs, ws = interests(item_index, weights, item_segment, len(centroids), top)
+    -> `profiles` rows; `levels` holds the user's segment at each level of the hierarchy
+    (one level when flat). The batch job and the service both make profiles here."""
+    seg, dist, conf, paths = segmentation.nearest(segment_vectors)
+    segs, ws = interests(item_index, weights, item_segment, segmentation.n_segments, top)
     return pa.table({"user_id": user_ids, "segment": pa.array(seg, pa.int32()),
                      "distance": pa.array(dist, pa.float32()),
                      "confidence": pa.array(conf, pa.float32()),
                      "interests": pa.array(segs, pa.list_(pa.int32())),
                      "interest_weights": pa.array(ws, pa.list_(pa.float32())),
                      "history_length": pa.array([len(i) for i in item_index], pa.int32()),
+                     "levels": pa.array(list(paths.astype(np.int32)), pa.list_(pa.int32())),
                      **{c: counts[c] for c in COUNTS}})
 
 
@@ -83,6 +79,18 @@ def segment_item_mass(segments: np.ndarray, item_index: list[np.ndarray],
     return pa.table({"segment": pa.array(seg[first], pa.int32()),
                      "item_row": pa.array(item[first], pa.int64()),
                      "weight": pa.array(total, pa.float64())})
+
+
+def roll_up(mass: pa.Table, to: np.ndarray) -> pa.Table:
+    """(segment, item_row, weight) at the finest level -> the same with each segment
+    replaced by its node `to[segment]` at a coarser level, summed."""
+    if np.array_equal(to, np.arange(len(to))):
+        return mass
+    up = pa.table({"segment": pa.array(to[mass["segment"].to_numpy()], pa.int32()),
+                   "item_row": mass["item_row"], "weight": mass["weight"]})
+    summed = up.group_by(["segment", "item_row"]).aggregate([("weight", "sum")])
+    return pa.table({"segment": summed["segment"], "item_row": summed["item_row"],
+                     "weight": summed["weight_sum"]})
 
 
 def tokenize(text: str) -> list[str]:

@@ -3,6 +3,7 @@ mass, distinctive terms and segment summaries, on hand-made cases."""
 import numpy as np
 import pytest
 
+from raypipe.segments.segmentation import Segmentation
 from raypipe.segments.profiles import (distinctive_terms, interests, nearest_segments,
                               segment_item_mass, summarize_segments)
 
@@ -10,7 +11,8 @@ CENTROIDS = np.array([[0, 0], [4, 0]], np.float32)
 
 
 def test_nearest_segment_distance_and_confidence():
-    seg, dist, conf = nearest_segments(np.array([[1, 0], [2, 0]], np.float32), CENTROIDS)
+    seg, dist, conf = nearest_segments(np.array([[1, 0], [2, 0]], np.float32),
+                                       Segmentation.flat(CENTROIDS))
     assert seg.tolist() == [0, 0]
     assert dist.tolist() == pytest.approx([1.0, 2.0])
     assert conf.tolist() == pytest.approx([1 - 1 / 3, 0.0])   # halfway: no confidence
