@@ -2,6 +2,7 @@
 section, the charts) and a screenshot. Prints one JSON line.
 
     .venv/bin/python bench/report_check.py artifacts --screenshot docs/report.png
+    .venv/bin/python bench/report_check.py artifacts --section hierarchy --screenshot docs/tree.png
 
 Needs a Chromium binary (Debian: `apt-get install chromium`; or --chromium PATH).
 """
@@ -30,10 +31,21 @@ def chromium(binary: str, *args: str) -> subprocess.CompletedProcess:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def _section_page(source: str, section: str, page: str) -> str:
+    """A page of the report's head and one section, for a screenshot of that section."""
+    start = source.index(f"<section id='{section}'>")
+    body = source[start:source.index("</section>", start) + len("</section>")]
+    path = page.replace(".html", f"-{section}.html")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(source[:source.index("<body>") + 6] + body + "</body></html>")
+    return "file://" + os.path.abspath(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("artifacts")
     ap.add_argument("--screenshot", help="PNG to write (the page's first 1280 x 2400 px)")
+    ap.add_argument("--section", help="screenshot from this section down (e.g. hierarchy)")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     args = ap.parse_args()
     from raypipe.readouts.report import write
@@ -48,10 +60,13 @@ def main() -> None:
     result = {"bench": "report", "bytes": len(source), "exit_code": dom.returncode,
               "segments": len(segments),
               "segments_in_dom": len(re.findall(r'id="segment-\d+"', dom.stdout)),
-              "svg_in_dom": dom.stdout.count("<svg"), "console_errors": errors}
+              "svg_in_dom": dom.stdout.count("<svg"),
+              "tree_nodes_in_dom": dom.stdout.count("<summary>"),
+              "console_errors": errors}
     if args.screenshot:
         shot = chromium(args.chromium, f"--screenshot={os.path.abspath(args.screenshot)}",
-                        "--window-size=1280,2400", url)
+                        "--window-size=1280,2400",
+                        _section_page(source, args.section, page) if args.section else url)
         result["screenshot"] = args.screenshot if shot.returncode == 0 else shot.stderr[-500:]
     print(json.dumps(result))
     if dom.returncode != 0 or result["segments_in_dom"] != len(segments) or errors:

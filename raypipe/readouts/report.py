@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raypipe.arrays import to_numpy
-from raypipe.readouts import choosing
+from raypipe.readouts import choosing, tree
 from raypipe.readouts.charts import CSS, bar_chart, color, esc, funnel_chart, ratio, scatter, table
 from raypipe.run.artifacts import MANIFEST, Folder
 from raypipe.run.versions import current_run
@@ -147,6 +147,7 @@ def build(artifacts: str) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>raypipe report</title>"
         f"<style>{CSS}</style></head><body>", "<h1>Segments report</h1>", _header(run),
         _sizes(run), choosing.section(run.manifest, run.sweep), _map(run), _segments(run),
+        tree.section(run.all_segments.to_pylist(), run.manifest.get("hierarchy")),
         _item_groups(run), choosing.ids_section(run.stability),
         _quality(run.manifest), "</body></html>"])
 

@@ -7,7 +7,9 @@ The tree is built from the leaves' centroids and sizes alone, never from the use
   within-segment sum of squares least (Ward's criterion, n_a n_b / (n_a + n_b) |c_a - c_b|^2
   on size-weighted centroids; PinnerSage and BERTopic's topic trees merge this way);
 - `bisecting`: divisive, each step splitting the node whose best 2-means split of its leaves
-  (weighted by size) lowers that sum most (bisecting K-means over micro-segments).
+  (weighted by size) lowers that sum most (bisecting K-means over micro-segments);
+- `kmeans`: divisive by level, each level a weighted K-means of the leaves within each
+  parent, the number of children shared out by gain.
 Either way the users' sum of squares at a cut is exact from the leaves:
 inertia(leaves) + sum over leaves of n_leaf |c_leaf - c_node|^2 (`cut_inertia`);
 bench/hierarchy_bench.py compares the two against flat K-means at each level.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TREES = ("ward", "bisecting")
+TREES = ("ward", "bisecting", "kmeans")
 
 
 def _ward_cost(c: np.ndarray, n: np.ndarray, a: int, others: np.ndarray) -> np.ndarray:
@@ -91,6 +93,67 @@ def bisecting(centroids: np.ndarray, sizes: np.ndarray, levels: tuple[int, ...])
     return cuts
 
 
+def _kmeans(c: np.ndarray, n: np.ndarray, k: int, restarts: int = 8, iters: int = 50):
+    """Weighted K-means of a node's leaves -> (labels, sum of squares), best of `restarts`
+    seeded k-means++ runs (fixed seeds: the same leaves give the same split)."""
+    if k >= len(c):
+        return np.arange(len(c)), 0.0
+    best = (None, np.inf)
+    for r in range(restarts):
+        rng = np.random.default_rng(r)
+        centres = c[[rng.choice(len(c), p=n / n.sum())]]
+        for _ in range(k - 1):
+            d = ((c[:, None] - centres[None]) ** 2).sum(-1).min(1) * n
+            centres = np.vstack([centres, c[rng.choice(len(c), p=d / d.sum())]]) \
+                if d.sum() > 0 else np.vstack([centres, c[len(centres)]])
+        for _ in range(iters):
+            labels = ((c[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+            new = np.stack([n[labels == j] @ c[labels == j] / n[labels == j].sum()
+                            if (labels == j).any() else centres[j] for j in range(k)])
+            if np.allclose(new, centres):
+                break
+            centres = new
+        sse = float(sum(n[labels == j] @ ((c[labels == j] - centres[j]) ** 2).sum(1)
+                        for j in range(k)))
+        if sse < best[1] and len(np.unique(labels)) == k:
+            best = (labels, sse)
+    return best if best[0] is not None else (np.arange(len(c)) % k, np.inf)
+
+
+def kmeans(centroids: np.ndarray, sizes: np.ndarray, levels: tuple[int, ...]) -> dict:
+    """Top-down, level by level: each level's segments are a weighted K-means of their
+    parent's leaves, the children shared out one at a time to the parent whose split gains
+    most. The coarse levels are then (nearly) flat K-means' own partitions, which are
+    stabler across seeds than merges of micro-segments."""
+    c, n = centroids.astype(np.float64), np.maximum(sizes.astype(np.float64), 1e-9)
+    label, cuts = np.zeros(len(c), int), {}
+    for level in levels:
+        nodes = np.unique(label)
+        rows = {p: np.flatnonzero(label == p) for p in nodes}
+        split = {p: {1: (np.zeros(len(rows[p]), int), _sse(c[rows[p]], n[rows[p]]))}
+                 for p in nodes}
+        share = {p: 1 for p in nodes}
+        for _ in range(level - len(nodes)):
+            for p in nodes:
+                if share[p] + 1 not in split[p] and share[p] < len(rows[p]):
+                    split[p][share[p] + 1] = _kmeans(c[rows[p]], n[rows[p]], share[p] + 1)
+            gain = {p: split[p][share[p]][1] - split[p][share[p] + 1][1] for p in nodes
+                    if share[p] < len(rows[p])}
+            p = max(gain, key=lambda q: (gain[q], -q))
+            share[p] += 1
+        new, base = np.empty_like(label), 0
+        for p in nodes:
+            new[rows[p]] = base + split[p][share[p]][0]
+            base += share[p]
+        label = new
+        cuts[level] = label.copy()
+    return cuts
+
+
+def _sse(c: np.ndarray, n: np.ndarray) -> float:
+    return float(n @ ((c - n @ c / n.sum()) ** 2).sum(1))
+
+
 def cut_inertia(centroids: np.ndarray, sizes: np.ndarray, labels: np.ndarray) -> float:
     """The between-leaf part of the users' sum of squares at a cut (add the leaves' own
     inertia for the whole)."""
@@ -114,7 +177,8 @@ def build(centroids: np.ndarray, sizes: np.ndarray, levels: tuple[int, ...],
     if levels[-1] != len(centroids):
         raise ValueError(f"the finest level ({levels[-1]}) should be the {len(centroids)} "
                          f"leaves")
-    cuts = (ward if method == "ward" else bisecting)(centroids, sizes, levels)
+    cuts = {"ward": ward, "bisecting": bisecting, "kmeans": kmeans}[method](
+        centroids, sizes, levels)
     cuts[len(centroids)] = np.arange(len(centroids))
     return np.stack([cuts[k] for k in levels], 1).astype(np.int32)
 

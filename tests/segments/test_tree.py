@@ -45,11 +45,13 @@ def test_every_level_is_a_cut_of_the_same_tree(method):
             assert len(set(paths[paths[:, j] == node, j - 1])) == 1
 
 
-def test_bisecting_splits_the_separated_groups_first():
+@pytest.mark.parametrize("method", tree.TREES)
+def test_the_separated_groups_are_the_coarsest_level(method):
     rng = np.random.default_rng(2)
-    c = np.concatenate([rng.normal(size=(6, 3)), rng.normal(size=(6, 3)) + 50])
-    paths = tree.build(c.astype(np.float32), np.full(12, 10), (2, 12), "bisecting")
-    assert adjusted_rand_score(paths[:, 0], [0] * 6 + [1] * 6) == 1.0
+    c = np.concatenate([rng.normal(size=(6, 3)), rng.normal(size=(6, 3)) + 50,
+                        rng.normal(size=(6, 3)) - 50])
+    paths = tree.build(c.astype(np.float32), rng.integers(1, 30, 18), (3, 6, 18), method)
+    assert adjusted_rand_score(paths[:, 0], [0] * 6 + [1] * 6 + [2] * 6) == 1.0
 
 
 @pytest.mark.parametrize("method", tree.TREES)
