@@ -1,5 +1,6 @@
 """Which segment tree: Ward over K-means micro-segments, bisecting over them, or
-scikit-learn's BisectingKMeans on the users, each against flat K-means at every level.
+anchored (Ward within flat K-means' segments at --main), or scikit-learn's BisectingKMeans
+on the users, each against flat K-means at every level.
 
     python bench/hierarchy_bench.py --users RUN/user_embeddings.parquet [--truth users.parquet]
     python bench/hierarchy_bench.py --blobs        # unequal Gaussian blobs, truth known
@@ -46,7 +47,7 @@ def inertia(x, labels):
                      for s in np.unique(labels)))
 
 
-def segmentations(x, levels, seed):
+def segmentations(x, levels, seed, main):
     """-> {method: {level: labels}}, {method: seconds beyond the micro-segments}."""
     from sklearn.cluster import BisectingKMeans
 
@@ -62,9 +63,10 @@ def segmentations(x, levels, seed):
             time.perf_counter() - t
     micro = KMeans(levels[-1], n_init=3, random_state=seed).fit(x)
     sizes = np.bincount(micro.labels_, minlength=levels[-1])
+    anchors = tree.leaf_anchors(micro.labels_, out["flat"][main], levels[-1])
     for method in tree.TREES:
         t = time.perf_counter()
-        paths = tree.build(micro.cluster_centers_, sizes, levels, method)
+        paths = tree.build(micro.cluster_centers_, sizes, levels, method, anchors)
         seconds[method] = time.perf_counter() - t
         out[method] = {lv: paths[micro.labels_, j] for j, lv in enumerate(levels)}
     return out, seconds
@@ -80,12 +82,13 @@ def main() -> None:
     p.add_argument("--levels", type=int, nargs="+", default=[2, 4, 8, 16, 32])
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--name", default=None)
+    p.add_argument("--main", type=int, default=8, help="the anchored tree's main level")
     args = p.parse_args()
     x, y = blobs() if args.blobs else user_vectors(args.users, args.truth)
     keep = np.random.default_rng(0).permutation(len(x))[:args.rows]
     x, y = x[keep], (y[keep] if y is not None else None)
     levels = tuple(sorted(args.levels))
-    runs = [segmentations(x, levels, seed) for seed in (0, 1)]
+    runs = [segmentations(x, levels, seed, args.main) for seed in (0, 1)]
     name = args.name or ("blobs" if args.blobs else args.users)
     for method in runs[0][0]:
         for level in levels:

@@ -105,7 +105,8 @@ class Version(BaseModel):
     users: int
     items: int
     segments: int
-    levels: list[int] = Field(description="segments per level of the hierarchy")
+    levels: list[int] = Field(default_factory=list,
+                              description="segments per level of the hierarchy")
     strategies: list[str]
     k: int
 

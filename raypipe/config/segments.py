@@ -31,7 +31,10 @@ class KMeansConfig:
     # chooses) is the level of the `segment` column and joins the levels if missing.
     # Empty: flat K-means at n_clusters.
     levels: tuple = ()
-    tree: str = "ward"             # ward (merge bottom-up) or bisecting (split top-down)
+    # How the tree is built over the micro-segments (segments/tree.py): ward (merge
+    # bottom-up), bisecting (split top-down), anchored (ward within flat K-means' segments at
+    # n_clusters, one more fit: the main level as stable as flat K-means).
+    tree: str = "ward"
 
     def __post_init__(self):
         if self.init not in ("k-means||", "k-means++", "random"):

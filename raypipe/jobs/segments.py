@@ -86,13 +86,15 @@ def previous_centroids(ref: str, enabled: bool, shape: tuple) -> dict:
     return {"reference": ref, "centroids": old.nodes[old.levels.index(shape[0])]}
 
 
-def build_segmentation(km: KMeans, cfg: KMeansConfig, k: int, previous: str) -> tuple:
+def build_segmentation(km: KMeans, cfg: KMeansConfig, k: int, previous: str,
+                       anchors: np.ndarray | None = None) -> tuple:
     """Fitted K-means (k segments, or the finest level's) -> (Segmentation with stable ids
-    at every level, the leaves' sizes, what the manifest says of the ids per level)."""
+    at every level, the leaves' sizes, what the manifest says of the ids per level).
+    `anchors`: each leaf's flat segment at k, for kmeans.tree=anchored."""
     levels = cfg.levels_with(k) or (k,)
     sizes = np.bincount(km.labels_, minlength=km.n_clusters)
-    paths = tree.build(km.cluster_centers_, sizes, levels, cfg.tree) if len(levels) > 1 \
-        else np.arange(k, dtype=np.int32)[:, None]
+    paths = tree.build(km.cluster_centers_, sizes, levels, cfg.tree, anchors) \
+        if len(levels) > 1 else np.arange(k, dtype=np.int32)[:, None]
     nodes, kept = [], {}
     for j, level in enumerate(levels):
         cents = tree.node_centroids(km.cluster_centers_, sizes, paths[:, j], level)[0] \
@@ -117,8 +119,12 @@ def segments_stage(out: Folder, kmeans: KMeansConfig, users: Stage, previous: st
         if sweep:
             out.table("segment_sweep", sweep_table(sweep))
         k = sweep["chosen_k"] if sweep else kmeans.n_clusters
-        km = fit_segments(shards, kmeans, max(kmeans.levels_with(k) or (k,)))
-        seg, leaf_sizes, kept = build_segmentation(km, kmeans, k, kmeans.previous or previous)
+        fine = max(kmeans.levels_with(k) or (k,))
+        km = fit_segments(shards, kmeans, fine)
+        anchors = tree.leaf_anchors(km.labels_, fit_segments(shards, kmeans, k).labels_, fine) \
+            if kmeans.tree == "anchored" and fine > k else None
+        seg, leaf_sizes, kept = build_segmentation(km, kmeans, k, kmeans.previous or previous,
+                                                   anchors)
         main = kept[k]
         if main["reference"]:
             log.info("segment ids matched to %s; centroids moved %s", main["reference"],

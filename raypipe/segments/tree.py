@@ -8,8 +8,10 @@ The tree is built from the leaves' centroids and sizes alone, never from the use
   on size-weighted centroids; PinnerSage and BERTopic's topic trees merge this way);
 - `bisecting`: divisive, each step splitting the node whose best 2-means split of its leaves
   (weighted by size) lowers that sum most (bisecting K-means over micro-segments);
-- `kmeans`: divisive by level, each level a weighted K-means of the leaves within each
-  parent, the number of children shared out by gain.
+- `anchored`: Ward's merges, but a leaf merges only with leaves of its own anchor (the flat
+  K-means segment at the main level that holds most of its users) until only the anchors
+  are left; so the main level is flat K-means' partition (up to the users of leaves that
+  straddle two anchors), while the levels below and above it are still cuts of one tree.
 Either way the users' sum of squares at a cut is exact from the leaves:
 inertia(leaves) + sum over leaves of n_leaf |c_leaf - c_node|^2 (`cut_inertia`);
 bench/hierarchy_bench.py compares the two against flat K-means at each level.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TREES = ("ward", "bisecting", "kmeans")
+TREES = ("ward", "bisecting", "anchored")
 
 
 def _ward_cost(c: np.ndarray, n: np.ndarray, a: int, others: np.ndarray) -> np.ndarray:
@@ -29,25 +31,41 @@ def _ward_cost(c: np.ndarray, n: np.ndarray, a: int, others: np.ndarray) -> np.n
     return n[a] * n[others] / (n[a] + n[others]) * d
 
 
-def ward(centroids: np.ndarray, sizes: np.ndarray, levels: tuple[int, ...]) -> dict:
+def ward(centroids: np.ndarray, sizes: np.ndarray, levels: tuple[int, ...],
+         anchors: np.ndarray | None = None) -> dict:
     """(m, d) leaf centroids and (m,) sizes -> {L: (m,) node of each leaf at L nodes} for each
-    L in `levels` (<= m), merging greedily by Ward's criterion."""
+    L in `levels` (<= m), merging greedily by Ward's criterion; with `anchors` ((m,) group
+    of each leaf), only within a group while more nodes than groups are left."""
     c, n = centroids.astype(np.float64), np.maximum(sizes.astype(np.float64), 1e-9)
     m = len(c)
     label, alive = np.arange(m), np.ones(m, bool)
+    group = np.zeros(m, int) if anchors is None else np.unique(anchors, return_inverse=True)[1]
+    groups = group.max() + 1
+
+    def row(a: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        live = np.flatnonzero(alive & (np.arange(m) != a))
+        costs = _ward_cost(c, n, a, live)
+        if count > groups:
+            costs[group[live] != group[a]] = np.inf
+        return live, costs
+
     cost = np.full((m, m), np.inf)
     for a in range(m):
-        cost[a, a + 1:] = _ward_cost(c, n, a, np.arange(a + 1, m))
+        live, costs = row(a, m)
+        cost[a, live[live > a]] = costs[live > a]
     cuts = {m: label.copy()} if m in levels else {}
     for count in range(m - 1, min(levels) - 1, -1):
+        if count + 1 == groups and groups > 1:          # only the groups left: any pair
+            for a in np.flatnonzero(alive):
+                live, costs = row(a, count + 1)
+                cost[a, live[live > a]] = costs[live > a]
         a, b = np.unravel_index(np.argmin(cost), cost.shape)        # a < b
         c[a] = (n[a] * c[a] + n[b] * c[b]) / (n[a] + n[b])
         n[a] += n[b]
         alive[b], label[label == b] = False, a
         cost[b, :], cost[:, b] = np.inf, np.inf
-        live = np.flatnonzero(alive & (np.arange(m) != a))
-        row = _ward_cost(c, n, a, live)
-        cost[a, live[live > a]], cost[live[live < a], a] = row[live > a], row[live < a]
+        live, costs = row(a, count)
+        cost[a, live[live > a]], cost[live[live < a], a] = costs[live > a], costs[live < a]
         if count in levels:
             cuts[count] = label.copy()
     return {k: np.unique(v, return_inverse=True)[1] for k, v in cuts.items()}
@@ -93,67 +111,6 @@ def bisecting(centroids: np.ndarray, sizes: np.ndarray, levels: tuple[int, ...])
     return cuts
 
 
-def _kmeans(c: np.ndarray, n: np.ndarray, k: int, restarts: int = 8, iters: int = 50):
-    """Weighted K-means of a node's leaves -> (labels, sum of squares), best of `restarts`
-    seeded k-means++ runs (fixed seeds: the same leaves give the same split)."""
-    if k >= len(c):
-        return np.arange(len(c)), 0.0
-    best = (None, np.inf)
-    for r in range(restarts):
-        rng = np.random.default_rng(r)
-        centres = c[[rng.choice(len(c), p=n / n.sum())]]
-        for _ in range(k - 1):
-            d = ((c[:, None] - centres[None]) ** 2).sum(-1).min(1) * n
-            centres = np.vstack([centres, c[rng.choice(len(c), p=d / d.sum())]]) \
-                if d.sum() > 0 else np.vstack([centres, c[len(centres)]])
-        for _ in range(iters):
-            labels = ((c[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
-            new = np.stack([n[labels == j] @ c[labels == j] / n[labels == j].sum()
-                            if (labels == j).any() else centres[j] for j in range(k)])
-            if np.allclose(new, centres):
-                break
-            centres = new
-        sse = float(sum(n[labels == j] @ ((c[labels == j] - centres[j]) ** 2).sum(1)
-                        for j in range(k)))
-        if sse < best[1] and len(np.unique(labels)) == k:
-            best = (labels, sse)
-    return best if best[0] is not None else (np.arange(len(c)) % k, np.inf)
-
-
-def kmeans(centroids: np.ndarray, sizes: np.ndarray, levels: tuple[int, ...]) -> dict:
-    """Top-down, level by level: each level's segments are a weighted K-means of their
-    parent's leaves, the children shared out one at a time to the parent whose split gains
-    most. The coarse levels are then (nearly) flat K-means' own partitions, which are
-    stabler across seeds than merges of micro-segments."""
-    c, n = centroids.astype(np.float64), np.maximum(sizes.astype(np.float64), 1e-9)
-    label, cuts = np.zeros(len(c), int), {}
-    for level in levels:
-        nodes = np.unique(label)
-        rows = {p: np.flatnonzero(label == p) for p in nodes}
-        split = {p: {1: (np.zeros(len(rows[p]), int), _sse(c[rows[p]], n[rows[p]]))}
-                 for p in nodes}
-        share = {p: 1 for p in nodes}
-        for _ in range(level - len(nodes)):
-            for p in nodes:
-                if share[p] + 1 not in split[p] and share[p] < len(rows[p]):
-                    split[p][share[p] + 1] = _kmeans(c[rows[p]], n[rows[p]], share[p] + 1)
-            gain = {p: split[p][share[p]][1] - split[p][share[p] + 1][1] for p in nodes
-                    if share[p] < len(rows[p])}
-            p = max(gain, key=lambda q: (gain[q], -q))
-            share[p] += 1
-        new, base = np.empty_like(label), 0
-        for p in nodes:
-            new[rows[p]] = base + split[p][share[p]][0]
-            base += share[p]
-        label = new
-        cuts[level] = label.copy()
-    return cuts
-
-
-def _sse(c: np.ndarray, n: np.ndarray) -> float:
-    return float(n @ ((c - n @ c / n.sum()) ** 2).sum(1))
-
-
 def cut_inertia(centroids: np.ndarray, sizes: np.ndarray, labels: np.ndarray) -> float:
     """The between-leaf part of the users' sum of squares at a cut (add the leaves' own
     inertia for the whole)."""
@@ -168,17 +125,20 @@ def cut_inertia(centroids: np.ndarray, sizes: np.ndarray, labels: np.ndarray) ->
 
 
 def build(centroids: np.ndarray, sizes: np.ndarray, levels: tuple[int, ...],
-          method: str = "ward") -> np.ndarray:
+          method: str = "ward", anchors: np.ndarray | None = None) -> np.ndarray:
     """Leaves -> paths (m, len(levels)) int32: each leaf's node at every level (ascending;
-    the last level is the leaves themselves, so the last column is 0..m-1)."""
+    the last level is the leaves themselves, so the last column is 0..m-1). `anchors`:
+    (m,) each leaf's flat segment at the main level, for method="anchored"."""
     if method not in TREES:
         raise ValueError(f"tree={method!r} should be one of {TREES}")
     levels = tuple(sorted(levels))
     if levels[-1] != len(centroids):
         raise ValueError(f"the finest level ({levels[-1]}) should be the {len(centroids)} "
                          f"leaves")
-    cuts = {"ward": ward, "bisecting": bisecting, "kmeans": kmeans}[method](
-        centroids, sizes, levels)
+    if method == "anchored" and anchors is None:
+        raise ValueError("tree='anchored' needs each leaf's anchor segment")
+    cuts = bisecting(centroids, sizes, levels) if method == "bisecting" else \
+        ward(centroids, sizes, levels, anchors if method == "anchored" else None)
     cuts[len(centroids)] = np.arange(len(centroids))
     return np.stack([cuts[k] for k in levels], 1).astype(np.int32)
 
@@ -202,3 +162,11 @@ def parents(paths: np.ndarray) -> list[np.ndarray]:
         p[paths[:, j]] = paths[:, j - 1]
         out.append(p)
     return out
+
+
+def leaf_anchors(leaf_labels: np.ndarray, anchor_labels: np.ndarray, m: int) -> np.ndarray:
+    """Each user's leaf and flat segment -> (m,) the flat segment holding most of each
+    leaf's users."""
+    k = int(anchor_labels.max()) + 1
+    table = np.bincount(leaf_labels.astype(np.int64) * k + anchor_labels, minlength=m * k)
+    return table.reshape(m, k).argmax(1)

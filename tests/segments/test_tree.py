@@ -12,6 +12,11 @@ from raypipe.segments.segmentation import Segmentation, level_rows
 LEVELS = (2, 4, 8, 24)
 
 
+def anchors(method, m, groups=4):
+    """anchored needs each leaf's flat segment; any grouping will do for the shape checks."""
+    return np.arange(m) % groups if method == "anchored" else None
+
+
 def leaves(seed=0, m=24, d=6):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(m, d)).astype(np.float32), rng.integers(1, 200, m)
@@ -36,7 +41,7 @@ def test_ward_weighs_by_size():
 @pytest.mark.parametrize("method", tree.TREES)
 def test_every_level_is_a_cut_of_the_same_tree(method):
     c, n = leaves(1)
-    paths = tree.build(c, n, LEVELS, method)
+    paths = tree.build(c, n, LEVELS, method, anchors(method, 24))
     assert paths.shape == (24, 4) and paths[:, -1].tolist() == list(range(24))
     for j, level in enumerate(LEVELS):
         assert sorted(set(paths[:, j])) == list(range(level))
@@ -50,7 +55,8 @@ def test_the_separated_groups_are_the_coarsest_level(method):
     rng = np.random.default_rng(2)
     c = np.concatenate([rng.normal(size=(6, 3)), rng.normal(size=(6, 3)) + 50,
                         rng.normal(size=(6, 3)) - 50])
-    paths = tree.build(c.astype(np.float32), rng.integers(1, 30, 18), (3, 6, 18), method)
+    paths = tree.build(c.astype(np.float32), rng.integers(1, 30, 18), (3, 6, 18), method,
+                       np.arange(18) // 6 if method == "anchored" else None)
     assert adjusted_rand_score(paths[:, 0], [0] * 6 + [1] * 6 + [2] * 6) == 1.0
 
 
@@ -60,12 +66,30 @@ def test_cut_inertia_from_the_leaves_is_the_users_inertia(method):
     x = rng.normal(size=(600, 5)).astype(np.float32)
     km = KMeans(12, random_state=0).fit(x)
     sizes = np.bincount(km.labels_, minlength=12)
-    paths = tree.build(km.cluster_centers_, sizes, (3, 12), method)
+    paths = tree.build(km.cluster_centers_, sizes, (3, 12), method, anchors(method, 12, 5))
     user_node = paths[km.labels_, 0]
     exact = sum(((x[user_node == s] - x[user_node == s].mean(0)) ** 2).sum() for s in range(3))
     leaf_means = np.stack([x[km.labels_ == s].mean(0) for s in range(12)])
     assert km.inertia_ + tree.cut_inertia(leaf_means, sizes, paths[:, 0]) == \
         pytest.approx(exact, rel=1e-4)
+
+
+def test_anchored_keeps_the_anchors_as_a_level():
+    c, n = leaves(6)
+    flat = np.arange(24) % 4
+    paths = tree.build(c, n, (2, 4, 8, 24), "anchored", flat)
+    assert adjusted_rand_score(paths[:, 1], flat) == 1.0
+    for j in (2, 3):                        # finer nodes never mix two anchors
+        for node in range(paths[:, j].max() + 1):
+            assert len(set(flat[paths[:, j] == node])) == 1
+    with pytest.raises(ValueError, match="anchor"):
+        tree.build(c, n, (2, 24), "anchored")
+
+
+def test_a_leafs_anchor_is_the_flat_segment_of_most_of_its_users():
+    leaf = np.array([0, 0, 0, 1, 1, 2])
+    flat = np.array([1, 1, 0, 0, 0, 1])
+    assert tree.leaf_anchors(leaf, flat, 3).tolist() == [1, 0, 1]
 
 
 def test_node_centroids_are_size_weighted_means():
