@@ -2,7 +2,8 @@
 section, the charts) and a screenshot. Prints one JSON line.
 
     .venv/bin/python bench/report_check.py artifacts --screenshot docs/report.png
-    .venv/bin/python bench/report_check.py artifacts --section hierarchy --screenshot docs/tree.png
+    .venv/bin/python bench/report_check.py artifacts --section hierarchy --height 720 \
+        --screenshot docs/tree.png
 
 Needs a Chromium binary (Debian: `apt-get install chromium`; or --chromium PATH).
 """
@@ -44,8 +45,9 @@ def _section_page(source: str, section: str, page: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("artifacts")
-    ap.add_argument("--screenshot", help="PNG to write (the page's first 1280 x 2400 px)")
-    ap.add_argument("--section", help="screenshot from this section down (e.g. hierarchy)")
+    ap.add_argument("--screenshot", help="PNG to write (the page's first 1280 x HEIGHT px)")
+    ap.add_argument("--section", help="screenshot this section alone (e.g. hierarchy)")
+    ap.add_argument("--height", type=int, default=2400, help="screenshot height in px")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     args = ap.parse_args()
     from raypipe.readouts.report import write
@@ -65,7 +67,7 @@ def main() -> None:
               "console_errors": errors}
     if args.screenshot:
         shot = chromium(args.chromium, f"--screenshot={os.path.abspath(args.screenshot)}",
-                        "--window-size=1280,2400",
+                        f"--window-size=1280,{args.height}",
                         _section_page(source, args.section, page) if args.section else url)
         result["screenshot"] = args.screenshot if shot.returncode == 0 else shot.stderr[-500:]
     print(json.dumps(result))

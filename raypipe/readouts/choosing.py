@@ -17,7 +17,9 @@ def section(manifest: dict, sweep_rows: list[dict] | None) -> str:
     restarts = km.get("restarts") or {}
     lines = []
     if restarts.get("n_init", 1) > 1:
-        lines.append(f"<p>{restarts['n_init']} K-means restarts: inertia spread "
+        finest = (manifest.get("hierarchy") or {}).get("levels", [None])[-1]
+        at = f" (at the hierarchy's finest level, {finest} segments)" if finest else ""
+        lines.append(f"<p>{restarts['n_init']} K-means restarts{at}: inertia spread "
                      f"{restarts['inertia_spread']:.2%} between the best and the worst, mean "
                      f"agreement between restarts (adjusted Rand index) "
                      f"{restarts['mean_ari']:.3f}; the best restart is kept.</p>")
