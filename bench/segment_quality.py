@@ -69,6 +69,7 @@ def measure(path: str, args) -> dict:
     rows = np.random.default_rng(0).permutation(len(x))[: args.sample]
     out = {"artifacts": path, "user_repr": manifest["config"]["user_repr"], "k": int(k),
            "refit": bool(args.k), "sizes": np.bincount(labels).tolist(),
+           "largest_share": round(float(np.bincount(labels).max() / len(labels)), 3),
            "silhouette": round(float(silhouette_score(x[rows], labels[rows])), 4),
            "stability_ari": round(float(adjusted_rand_score(*fits)), 4)}
     if args.category_words:

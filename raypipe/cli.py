@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 from raypipe.config import SOURCES, KMeansConfig, SyntheticConfig, apply_overrides, load_config
@@ -28,6 +29,9 @@ def _run_parser(sub):
                         "finished (kept in <output>.stages)")
     p.add_argument("--address", help="Ray cluster address ('auto' on a cluster node)")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray Data's and Ray Train's INFO lines on the console too (always in "
+                        "the Ray session's log files)")
     return p
 
 
@@ -142,8 +146,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     # Stage progress comes from raypipe's own log lines; these are chatter at INFO.
-    for name in ("faiss.loader", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if getattr(args, "verbose", False):
+        os.environ["RAYPIPE_VERBOSE"] = "1"          # read by jobs/runtime.py
     try:
         if args.command == "generate":
             return _generate(args)

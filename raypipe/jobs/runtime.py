@@ -11,6 +11,13 @@ import ray
 
 log = logging.getLogger(__name__)
 _CACHE: dict = {}
+
+
+def verbose() -> bool:
+    """The console shows raypipe's own lines and everyone's warnings; Ray Data's and Ray
+    Train's INFO lines go to their log files in the Ray session's logs, unless
+    RAYPIPE_VERBOSE=1 (`raypipe run --verbose`)."""
+    return os.environ.get("RAYPIPE_VERBOSE", "") not in ("", "0")
 # Users per batch in the per-user maps (pooling, profiles, recommendations, encoder vectors):
 # a task's memory follows its batch, not the size of the block it reads.
 USER_BATCH = 4096
@@ -27,6 +34,7 @@ def start(address: str | None = None, num_cpus: int | None = None) -> None:
     else:
         # The dashboard (on 127.0.0.1) serves the state API that Ray Train and Serve query.
         ray.init(num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
+    quiet_ray_data(verbose())
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
     ctx.print_on_execution_start = False
@@ -34,6 +42,15 @@ def start(address: str | None = None, num_cpus: int | None = None) -> None:
     # or task was retried gives the same K-means shards and the same outputs.
     ctx.execution_options.preserve_order = True
     log.info("ray: %s CPUs, %s GPUs", *resources())
+
+
+def quiet_ray_data(verbose: bool) -> None:
+    """Ray Data's console handler at WARNING (its file handler keeps everything)."""
+    from ray.data._internal.logging import configure_logging
+    configure_logging()          # Ray Data's own set-up, done now so it is not redone later
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ != "SessionFileHandler":
+            handler.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def resources() -> tuple[int, int]:

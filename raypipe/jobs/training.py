@@ -23,9 +23,10 @@ import ray
 from raypipe.run import paths as rio
 
 from raypipe.config import EncoderConfig
-from raypipe.jobs.runtime import USER_BATCH, fetch, resources
+from raypipe.jobs.runtime import USER_BATCH, fetch, resources, verbose
 
 log = logging.getLogger(__name__)
+EPOCH_LINES_EVERY_S = 15.0    # the console's epoch lines, quiet mode (`--verbose`: each)
 STATE_FILE = "state.pt"
 
 
@@ -101,6 +102,8 @@ def _train_loop(config: dict) -> None:
     if not logging.getLogger().handlers:     # epoch lines in the job's logs
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
+    if not config.get("verbose"):     # Ray Train's per-epoch checkpoint lines
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     ctx = ray.train.get_context()
@@ -131,6 +134,7 @@ def _train_loop(config: dict) -> None:
         log.info("encoder: resuming after epoch %d", resume["epoch"])
     hooks = training.Hooks(rank=rank, world=world, device=str(ray.train.torch.get_device()),
                           reduce=reduce, report=report,
+                          log_every_s=0.0 if config.get("verbose") else EPOCH_LINES_EVERY_S,
                           wrap=lambda m: ray.train.torch.prepare_model(m, move_to_device=False)
                           if world > 1 else m)
     cfg = config["cfg"]
@@ -174,6 +178,7 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
         _train_loop,
         train_loop_config={"cfg": cfg, "n_items": n_items, "max_length": max_length,
                            "mask_purchased": mask_purchased, "threads": 0 if use_gpu else threads,
+                           "verbose": verbose(),
                            "text": None if text_vectors is None else ray.put(text_vectors)},
         scaling_config=scaling,
         datasets={"train": encoded},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -124,6 +125,7 @@ class Hooks:
     reduce: Callable[[np.ndarray], np.ndarray] = lambda a: a
     report: Callable[[dict, dict], None] = lambda metrics, state: None
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m
+    log_every_s: float = 0.0    # the epoch line at most this often (0: every epoch)
 
 
 def fit(data: Splits, n_items: int, text_vectors: np.ndarray | None, cfg: EncoderConfig,
@@ -136,14 +138,18 @@ def fit(data: Splits, n_items: int, text_vectors: np.ndarray | None, cfg: Encode
     model, opt, st = _start(n_items, text_vectors, cfg, max_length, hooks.device, resume)
     net = hooks.wrap(model)
     lengths = (data.train_items > 0).sum(1)
+    logged = -np.inf
     while st["epoch"] < cfg.epochs and st["bad"] < cfg.patience:
         sums = _train_epoch(net, opt, data, lengths, cfg, hooks, st["epoch"])
         metrics = _validate(model, data, sums, mask_purchased, hooks, st["epoch"])
         _record(st, metrics, model)
-        if hooks.rank == 0:
-            log.info("encoder epoch %d: loss %.4f, valid NDCG@10 %.4f, Recall@10 %.4f",
-                     metrics["epoch"], metrics["train_loss"], metrics["valid_ndcg@10"],
-                     metrics["valid_recall@10"])
+        last = st["epoch"] >= cfg.epochs or st["bad"] >= cfg.patience
+        if hooks.rank == 0 and (last or time.monotonic() - logged >= hooks.log_every_s):
+            logged = time.monotonic()
+            log.info("encoder epoch %d: loss %.4f, valid NDCG@10 %.4f, Recall@10 %.4f "
+                     "(best %.4f at epoch %d)", metrics["epoch"], metrics["train_loss"],
+                     metrics["valid_ndcg@10"], metrics["valid_recall@10"], st["best"],
+                     st["best_epoch"])
         hooks.report(metrics, {**st, "model": model.state_dict(),
                                "optimizer": opt.state_dict()})
     summary = {"epochs": st["epoch"], "best_epoch": st["best_epoch"],

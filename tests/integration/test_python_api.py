@@ -1,5 +1,9 @@
 """The Python API (raypipe/api.py) runs the README's example and gets the manifest the CLI
-gets for the same settings; `raypipe.load` reads the tables and serves the users."""
+gets for the same settings; `raypipe.load` reads the tables and serves the users. The CLI
+runs as a user runs it, in its own process, and its console stays short."""
+import subprocess
+import sys
+
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -12,7 +16,6 @@ SAME = ("config_hash", "rows", "item_rows", "users", "kmeans", "tables", "metric
 
 def test_the_python_api_equals_the_cli(ray_session, tmp_path):
     import raypipe
-    from raypipe.cli import main
     from raypipe.config import SyntheticConfig
     from raypipe.events.synthetic import generate
     from raypipe.run.artifacts import read_manifest
@@ -24,7 +27,15 @@ def test_the_python_api_equals_the_cli(ray_session, tmp_path):
     cli_out = api_out = str(tmp_path / "out")
     argv = ["run", "--source", "events", "--input", paths["events"], "--items",
             paths["items"], "--output", cli_out, "--holdout", "last"]
-    assert main(argv + [a for s in SETTINGS for a in ("--set", s)]) == 0
+    done = subprocess.run([sys.executable, "-m", "raypipe.cli", *argv,
+                           *[a for s in SETTINGS for a in ("--set", s)]],
+                          capture_output=True, text=True, timeout=900)
+    console = (done.stdout + done.stderr).splitlines()
+    assert done.returncode == 0, done.stderr[-3000:]
+    # a line per stage start and end, the summary, Ray's start-up: no per-dataset chatter
+    assert len(console) < 60, "\n".join(console)
+    assert not [line for line in console if "streaming_executor" in line]
+    assert sum("raypipe: stage" in line for line in console) >= 14
     cli = read_manifest(cli_out)
 
     # the README's example
