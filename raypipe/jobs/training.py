@@ -102,8 +102,8 @@ def _train_loop(config: dict) -> None:
     if not logging.getLogger().handlers:     # epoch lines in the job's logs
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
-    if not config.get("verbose"):     # Ray Train's per-epoch checkpoint lines
-        logging.getLogger("ray.train").setLevel(logging.WARNING)
+    if not config.get("verbose"):
+        _quiet_train_worker()
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     ctx = ray.train.get_context()
@@ -141,6 +141,21 @@ def _train_loop(config: dict) -> None:
     training.fit(training.split(items, events, held), config["n_items"],
                 text, cfg, config["max_length"], mask_purchased=config["mask_purchased"],
                 hooks=hooks, resume=resume)
+
+
+def _quiet_train_worker() -> None:
+    """Ray Train's per-epoch lines in a worker ("Reporting training result", "Checkpoint
+    successfully created") at WARNING: their loggers are named by file, outside ray.train."""
+    import importlib
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    for module in ("ray.train.v2._internal.execution.context",
+                   "ray.train.v2._internal.execution.storage"):
+        try:
+            path = importlib.import_module(module).__file__
+        except ImportError:          # another Ray version: its lines stay
+            continue
+        logging.getLogger(path).setLevel(logging.WARNING)
+        logging.getLogger(module).setLevel(logging.WARNING)
 
 
 def run_name(cfg: EncoderConfig, n_items: int, max_length: int, mask_purchased: bool,
