@@ -187,26 +187,25 @@ def _segment_ids(out: Folder, segments: Stage, seg: Segmentation) -> dict:
                  ids["users"]["changed_share"])
     if seg.hierarchical:
         per_level = segments.info["hierarchy"]["per_level"]
-        ids["levels"] = {str(lv): {**per_level[str(lv)]["segment_ids"],
-                                   **_level_changes(previous, out, seg, lv)}
+        changes = _level_changes(previous, out, seg)
+        ids["levels"] = {str(lv): {**per_level[str(lv)]["segment_ids"], **changes.get(lv, {})}
                          for lv in seg.levels if lv != seg.n_segments}
     return ids
 
 
-def _level_changes(previous: Folder | None, out: Folder, seg: Segmentation, level: int) -> dict:
-    """{users: changed shares} at one level, where the previous run had that level."""
+def _level_changes(previous: Folder | None, out: Folder, seg: Segmentation) -> dict:
+    """{level: {users: changed shares}} for each level the previous run also had; both
+    runs' profiles read once."""
     if previous is None or not previous.exists("profiles.parquet"):
         return {}
     old = Segmentation.from_table(previous.read("centroids")).levels
-    if level not in old:
-        return {}
+    before, now = (f.read("profiles", ["user_id", "levels"]) for f in (previous, out))
 
-    def at(folder: Folder, j: int) -> pa.Table:
-        t = folder.read("profiles", ["user_id", "levels"])
-        return pa.table({"user_id": t["user_id"],
-                         "segment": pc.list_element(t["levels"], j)})
-    return {"users": segment_ids.changed_share(at(previous, old.index(level)),
-                                               at(out, seg.levels.index(level)), level)}
+    def at(t: pa.Table, j: int) -> pa.Table:
+        return pa.table({"user_id": t["user_id"], "segment": pc.list_element(t["levels"], j)})
+    return {lv: {"users": segment_ids.changed_share(at(before, old.index(lv)),
+                                                    at(now, seg.levels.index(lv)), lv)}
+            for lv in seg.levels if lv in old and lv != seg.n_segments}
 
 
 def planted_agreement(out: Folder, truth_path: str) -> dict:

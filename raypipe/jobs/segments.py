@@ -70,15 +70,22 @@ def sweep_table(result: dict) -> pa.Table:
         "chosen": pa.array([r["k"] == result["chosen_k"] for r in rows])})
 
 
-def previous_centroids(ref: str, enabled: bool, shape: tuple) -> dict:
-    """The nodes at level shape[0] of the run at `ref` whose segment ids this one keeps:
-    {reference, centroids} or, when there is none to match, {reference: None, note: why}."""
+def previous_segmentation(ref: str, enabled: bool) -> Segmentation | dict:
+    """The segmentation of the run at `ref` whose segment ids this one keeps, or, when there
+    is none to match, {reference: None, note: why}."""
     if not enabled:
         return {"reference": None, "note": "kmeans.stable_ids is off"}
     prev = Folder(current_run(ref))
     if not (prev.exists(MANIFEST) and prev.exists("centroids.parquet")):
         return {"reference": None, "note": f"no previous run at {ref}: ids are K-means'"}
-    old = Segmentation.from_table(prev.read("centroids"))
+    return Segmentation.from_table(prev.read("centroids"))
+
+
+def previous_centroids(ref: str, old: Segmentation | dict, shape: tuple) -> dict:
+    """The nodes at level shape[0] of `old` (previous_segmentation's answer):
+    {reference, centroids} or {reference: None, note: why}."""
+    if isinstance(old, dict):
+        return dict(old)
     if shape[0] not in old.levels or old.leaves.shape[1] != shape[1]:
         return {"reference": None, "note": f"the previous run at {ref} has levels "
                 f"{list(old.levels)} of dimension {old.leaves.shape[1]}, this one "
@@ -95,12 +102,12 @@ def build_segmentation(km: KMeans, cfg: KMeansConfig, k: int, previous: str,
     sizes = np.bincount(km.labels_, minlength=km.n_clusters)
     paths = tree.build(km.cluster_centers_, sizes, levels, cfg.tree, anchors) \
         if len(levels) > 1 else np.arange(k, dtype=np.int32)[:, None]
-    nodes, kept = [], {}
+    nodes, kept, old = [], {}, previous_segmentation(previous, cfg.stable_ids)
     for j, level in enumerate(levels):
         cents = tree.node_centroids(km.cluster_centers_, sizes, paths[:, j], level)[0] \
             if len(levels) > 1 else km.cluster_centers_
         cents, paths[:, j], kept[level] = ids.stable(cents, paths[:, j], previous_centroids(
-            previous, cfg.stable_ids, cents.shape))
+            previous, old, cents.shape))
         nodes.append(cents)
     order = np.argsort(paths[:, -1])              # leaves in their stable-id order
     return (Segmentation(tuple(nodes), paths[order], levels.index(k)), sizes[order], kept)

@@ -144,18 +144,14 @@ def _train_loop(config: dict) -> None:
 
 
 def _quiet_train_worker() -> None:
-    """Ray Train's per-epoch lines in a worker ("Reporting training result", "Checkpoint
-    successfully created") at WARNING: their loggers are named by file, outside ray.train."""
-    import importlib
+    """Ray Train's per-epoch lines in a worker at WARNING: "Checkpoint successfully created"
+    (a ray.train logger) and "Reporting training result" (a logger named by its file)."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    for module in ("ray.train.v2._internal.execution.context",
-                   "ray.train.v2._internal.execution.storage"):
-        try:
-            path = importlib.import_module(module).__file__
-        except ImportError:          # another Ray version: its lines stay
-            continue
-        logging.getLogger(path).setLevel(logging.WARNING)
-        logging.getLogger(module).setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:              # another Ray version: its lines stay
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def run_name(cfg: EncoderConfig, n_items: int, max_length: int, mask_purchased: bool,
