@@ -133,16 +133,17 @@ def config_from_args(args):
     return apply_overrides(cfg, overrides)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raypipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _run_parser(sub)
-    _generate_parser(sub)
-    _serve_parser(sub)
-    _forget_parser(sub)
-    _report_parser(sub)
-    _segments_parser(sub)
-    args = parser.parse_args(argv)
+    for add in (_run_parser, _generate_parser, _serve_parser, _forget_parser, _report_parser,
+                _segments_parser):
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     # Stage progress comes from raypipe's own log lines; these are chatter at INFO.
