@@ -185,7 +185,8 @@ def build_api(backend, api_key: str | None, limits: Limits = Limits()) -> FastAP
 
     @api.post("/v1/recommendations", response_model=SequenceAnswer, dependencies=secured,
               responses=errors, tags=["sequences"])
-    async def sequence(body: SequenceRequest):
+    async def sequence(body: SequenceRequest, request: Request):
+        request.state.strategy = body.strategy          # for the metrics (serve/metrics.py)
         check_limits(body, limits)
         events = [{"item_id": e.item_id, "event_type": e.event_type,
                    "timestamp": e.timestamp.isoformat() if hasattr(e.timestamp, "isoformat")

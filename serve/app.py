@@ -15,7 +15,6 @@ artifacts=DIR`, `serve deploy serve/config.yaml`, or `raypipe serve --artifacts 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 
@@ -26,6 +25,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve import frontdoor
 from serve.api import Limits, build_api, check_exposure, guarded, read_api_key
+from serve.metrics import AppMetrics, Observed, embedder_metrics, refresh_s, swaps
 from serve.settings import deployment_options
 
 log = logging.getLogger("ray.serve")
@@ -86,10 +86,15 @@ class TextEmbedder:
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _batched(self, items: list[tuple[str, int]]) -> list[np.ndarray]:
+    async def _batched(self, items: list[tuple[str, int, float]]) -> list[np.ndarray]:
+        queue_ms, batch_size = embedder_metrics()
+        now = time.perf_counter()
+        for _, _, queued in items:
+            queue_ms.observe((now - queued) * 1e3)
+        batch_size.observe(len(items))
         out = [None] * len(items)
-        for m in sorted({m for _, m in items}):
-            rows = [i for i, (_, x) in enumerate(items) if x == m]
+        for m in sorted({m for _, m, _ in items}):
+            rows = [i for i, (_, x, _) in enumerate(items) if x == m]
             vectors = self.embedder.encode([items[i][0] for i in rows], max_length=m)
             for i, v in zip(rows, vectors):
                 out[i] = v
@@ -97,7 +102,8 @@ class TextEmbedder:
 
     async def encode(self, texts: list[str], max_lengths: list[int]) -> np.ndarray:
         """texts (each with its token cap) -> (n, d) float32; batched with other requests'."""
-        return np.stack(await asyncio.gather(*(self._batched((t, m))
+        queued = time.perf_counter()
+        return np.stack(await asyncio.gather(*(self._batched((t, m, queued))
                                                for t, m in zip(texts, max_lengths))))
 
 
@@ -109,15 +115,17 @@ class Recommender:
 
     def __init__(self, embedder: DeploymentHandle, args: dict):
         self.embedder, self.args, self.service = embedder, ServeArgs(**args), None
-        self.swap_error, self._reload, self._poller = None, None, None
+        self.swap_error, self._reload, self._poller = None, None, None   # _poller: its tasks
+        self.metrics = AppMetrics()
         self.api_key = read_api_key(self.args.api_key_env, self.args.api_key_file_env)
         check_exposure(self.api_key, serve_host(), self.args.allow_anonymous)
         log.info("raypipe: API key %s", "required" if self.api_key else "not required")
 
     def __serve_build_asgi_app__(self):
         a = self.args
-        return build_api(self, self.api_key, Limits(a.max_events, a.max_body_bytes, a.max_k,
-                                                    a.max_item_texts))
+        api = build_api(self, self.api_key, Limits(a.max_events, a.max_body_bytes, a.max_k,
+                                                   a.max_item_texts))
+        return Observed(api, self.metrics.record)
 
     async def reconfigure(self, config: dict) -> None:
         """user_config {"artifacts": URI}: load that run (off the event loop, so requests go
@@ -131,8 +139,16 @@ class Recommender:
             return
         self._reload = config.get("reload")
         await self._swap(uri)
-        if self._poller is None and self.args.poll_s > 0:
-            self._poller = asyncio.get_running_loop().create_task(self._poll())
+        if self._poller is None:
+            loop = asyncio.get_running_loop()
+            self._poller = [loop.create_task(self._refresh_metrics())]
+            if self.args.poll_s > 0:
+                self._poller.append(loop.create_task(self._poll()))
+
+    async def _refresh_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(refresh_s())
+            self.metrics.refresh()
 
     async def _swap(self, uri: str) -> None:
         from serve.service import ProfileService
@@ -147,12 +163,13 @@ class Recommender:
                 raise
             self.swap_error = {"artifacts": uri, "error": f"{type(exc).__name__}: {exc}",
                                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            _swaps().inc(tags={"result": "failed"})
+            swaps().inc(tags={"result": "failed"})
             log.error("raypipe: could not load %s, still answering from %s (version %s): %s",
                       uri, self.service.run, self.service.version, self.swap_error["error"])
             return
         old, self.service, self.swap_error = self.service, service, None
-        _swaps().inc(tags={"result": "ok"})
+        swaps().inc(tags={"result": "ok"})
+        self.metrics.served(service, old)
         log.info("raypipe: answering from %s (version %s; was %s)", service.run,
                  service.version, old.version if old else None)
 
@@ -201,14 +218,6 @@ class Recommender:
 
 async def _awaited(response):
     return await response
-
-
-@functools.lru_cache(maxsize=1)
-def _swaps():
-    """Prometheus counter (Ray's metrics export): version swaps by result (ok, failed)."""
-    from ray.serve.metrics import Counter
-    return Counter("raypipe_version_swaps", description="artifact versions the service "
-                   "tried to swap in, by result", tag_keys=("result",))
 
 
 def _embedder_gpus(args: ServeArgs) -> float:

@@ -13,6 +13,9 @@ def ray_session():
     """One local Ray for the whole session: starting Ray per test costs seconds."""
     import ray
     from raypipe.jobs import runtime
+    # Metrics reach Ray's Prometheus endpoint every 2 s instead of 10 (tests/serve/test_app.py
+    # scrapes it).
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "2000")
     runtime.start(num_cpus=2)
     yield ray
     ray.shutdown()

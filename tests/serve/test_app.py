@@ -141,6 +141,98 @@ def test_a_posted_history_gets_the_users_profile(service):
         assert answer["profile"]["confidence"] == pytest.approx(known["confidence"], abs=1e-4)
 
 
+def scrape(tags=("endpoint", "strategy", "outcome", "reason", "version")) -> dict:
+    """Ray's Prometheus endpoint -> {(sample name, (tag, value)...): value} for raypipe's
+    metrics, summed over workers and replicas."""
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("ray_raypipe_"):
+                key = (sample.name, tuple((t, sample.labels[t]) for t in tags
+                                          if t in sample.labels))
+                out[key] = out.get(key, 0) + sample.value
+    return out
+
+
+def settled(timeout: float = 40) -> dict:
+    """A scrape once the counts stop moving (earlier tests' requests all reported)."""
+    deadline, last = time.monotonic() + timeout, scrape()
+    while time.monotonic() < deadline:
+        time.sleep(2.5)                      # longer than the report interval (conftest.py)
+        now = scrape()
+        if now == last:
+            return now
+        last = now
+    raise TimeoutError("the metrics never settled")
+
+
+def counted(before: dict, after: dict, name: str, **tags) -> float:
+    key = (name, tuple(sorted(tags.items(), key=lambda kv: ["endpoint", "strategy", "outcome",
+                                                            "reason", "version"].index(kv[0]))))
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def test_the_metrics_endpoint_counts_a_known_sequence_of_requests(service):
+    """Requests of every outcome, then a scrape of Ray's metrics export: each counter moved
+    by exactly the requests made, and the served version's gauge is 1."""
+    user = pd.read_parquet(f"{service['first']}/current/profiles.parquet").user_id[0]
+    one = {"item_id": "i000001", "timestamp": 1}
+    before = settled()
+    for _ in range(3):
+        assert get(service, f"/v1/users/{user}/profile").status_code == 200
+    for _ in range(2):
+        assert get(service, f"/v1/users/{user}/recommendations", strategy="segment").ok
+    assert get(service, f"/v1/users/{user}/recommendations").ok
+    for _ in range(2):
+        assert get(service, "/v1/users/nobody/profile").status_code == 404
+    assert get(service, f"/v1/users/{user}/profile", key="wrong").status_code == 401
+    assert get(service, f"/v1/users/{user}/recommendations",
+               strategy="magic").status_code == 422
+    assert post(service, {"events": [one] * (MAX_EVENTS + 1)}).status_code == 422
+    assert post(service, {"events": [one], "item_texts": {"x": "y" * 70_000}}).status_code == 413
+    body = {"events": [one, {"item_id": "fresh", "timestamp": 2}],
+            "item_texts": {"fresh": "vitamin c serum"}, "strategy": "vector", "k": 3}
+    assert post(service, body).status_code == 200
+    expected = [
+        ("ray_raypipe_requests_total", dict(endpoint="profile", strategy="-", outcome="ok"), 3),
+        ("ray_raypipe_requests_total",
+         dict(endpoint="recommendations", strategy="segment", outcome="ok"), 2),
+        ("ray_raypipe_requests_total",
+         dict(endpoint="recommendations", strategy="blend", outcome="ok"), 1),
+        ("ray_raypipe_requests_total",
+         dict(endpoint="profile", strategy="-", outcome="unknown_user"), 2),
+        ("ray_raypipe_unknown_users_total", dict(endpoint="profile"), 2),
+        ("ray_raypipe_refusals_total", dict(endpoint="profile", reason="unauthorized"), 1),
+        ("ray_raypipe_requests_total",
+         dict(endpoint="recommendations", strategy="invalid", outcome="invalid"), 1),
+        ("ray_raypipe_requests_total",
+         dict(endpoint="sequence", strategy="blend", outcome="invalid"), 1),
+        ("ray_raypipe_refusals_total", dict(endpoint="sequence", reason="invalid"), 1),
+        ("ray_raypipe_refusals_total", dict(endpoint="sequence", reason="too_large"), 1),
+        ("ray_raypipe_requests_total",
+         dict(endpoint="sequence", strategy="vector", outcome="ok"), 1),
+        ("ray_raypipe_request_ms_count", dict(endpoint="profile"), 6),
+        ("ray_raypipe_embed_queue_ms_count", {}, 1),
+        ("ray_raypipe_embed_batch_size_count", {}, 1),
+    ]
+    deadline = time.monotonic() + 40
+    while True:
+        after = scrape()
+        got = [counted(before, after, name, **tags) for name, tags, _ in expected]
+        if got == [n for _, _, n in expected] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert got == [n for _, _, n in expected], list(zip(expected, got))
+    version = get(service, "/v1/version").json()["version"]
+    served = {dict(k[1]).get("version"): v for k, v in after.items()
+              if k[0] == "ray_raypipe_artifact_version"}
+    assert served.get(str(version)) == 1
+
+
 @pytest.mark.parametrize("path, params, status, words", [
     ("/v1/users/nobody/profile", {}, 404, "nobody"),
     ("/v1/users/nobody/recommendations", {}, 404, "nobody"),
