@@ -35,7 +35,7 @@ ENDPOINTS = ((re.compile(r"^/v1/users/[^/]+/profile$"), "profile"),
 USER_ENDPOINTS = {"profile", "recommendations"}
 REFUSALS = {401: "unauthorized", 408: "timeout", 413: "too_large", 422: "invalid",
             429: "overloaded", 503: "unavailable"}
-# name -> (kind, tags): the table above; tests/serve/test_metrics.py holds the dashboard to it.
+# name -> (kind, tags): the table above (tests/serve/test_service_metrics.py checks the dashboard)
 METRICS = {
     "raypipe_requests": ("counter", ("endpoint", "strategy", "outcome")),
     "raypipe_request_ms": ("histogram", ("endpoint",)),
