@@ -25,6 +25,7 @@ from raypipe.run.lock import OutputLock
 from raypipe.run.manifest import build_manifest
 from raypipe.run.privacy import pseudonymizer
 from raypipe.run.stages import InputFiles, Runtime, StageStore
+from raypipe.run.tracking import Tracker
 from raypipe.run.versions import ArtifactWriter
 from raypipe.vectors.users import model_sections, training_sections
 
@@ -43,7 +44,7 @@ def _run(cfg: PipelineConfig, force: bool) -> dict:
     requested, (cfg, truth) = cfg, prepare_source(cfg)
     for path in clear_leftovers(cfg.output):
         log.info("deleted %s, left by an interrupted run", path)
-    rt = Runtime(requested.output, {}, force)
+    rt = Runtime(requested.output, {}, force, Tracker.open(cfg.tracking, requested.output))
     store = StageStore(cfg.output, rt.timings, force)
     out = ArtifactWriter(cfg.output)
     try:
@@ -56,8 +57,12 @@ def _run(cfg: PipelineConfig, force: bool) -> dict:
         out.commit()
     except BaseException:
         out.abort()
+        if rt.tracker:
+            rt.tracker.finish(None)
         raise
     store.prune()
+    if rt.tracker:
+        rt.tracker.finish(manifest, reused_encoder=s["users"].reused)
     return manifest
 
 

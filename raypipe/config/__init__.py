@@ -31,11 +31,13 @@ from raypipe.config.sections import (  # noqa: F401 (the sections are raypipe.co
     RecommendConfig,
     PrivacyConfig,
     EvalConfig,
+    TrackingConfig,
+    TRACKERS,
 )
 from raypipe.config.segments import KMeansConfig  # noqa: F401
 
 __all__ = ["SOURCES", "USER_REPRS", "STRATEGIES", "DEFAULT_STRATEGIES", "INDEXES", "SyntheticConfig", "SourceConfig", "CleanConfig", "SequenceConfig", "EmbedConfig", "UserConfig", "EncoderConfig", "KMeansConfig", "ItemGroupConfig", "ProfileConfig", "RecommendConfig", "PrivacyConfig", "EvalConfig",
-           "PipelineConfig", "from_dict", "apply_override", "apply_overrides", "load_config"]
+           "TrackingConfig", "TRACKERS", "PipelineConfig", "from_dict", "apply_override", "apply_overrides", "load_config"]
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -57,6 +59,7 @@ class PipelineConfig:
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
         if self.user_repr not in USER_REPRS:
@@ -68,7 +71,7 @@ class PipelineConfig:
     def hash(self) -> str:
         """Stable hash of everything that shapes the outputs (not where they go)."""
         d = self.to_dict()
-        for key in ("output", "address", "num_cpus", "synthetic_dir"):
+        for key in ("output", "address", "num_cpus", "synthetic_dir", "tracking"):
             d.pop(key)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

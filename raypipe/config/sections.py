@@ -124,6 +124,9 @@ class EncoderConfig:
     item_ids: bool = True      # plus a learned vector per item id (text=False: id-only SASRec)
     epochs: int = 200          # at most; early stopping usually ends training well before
     patience: int = 3          # epochs without a better validation NDCG@10 before stopping
+    # Training time budget: no epoch starts after this many minutes of training (over
+    # resumptions); the best epoch so far is kept. 0: none.
+    max_minutes: float = 0.0
     # Users held out for validation (a seeded hash of the id): early stopping and the
     # weights of `blend`; the others also train on their last item.
     validation_share: float = 0.2
@@ -158,6 +161,9 @@ class EncoderConfig:
         if self.temperature < 0:
             raise ValueError(f"encoder.temperature={self.temperature} should be > 0 (cosine "
                              "scores divided by it) or 0 (plain dot product)")
+        if self.max_minutes < 0:
+            raise ValueError(f"encoder.max_minutes={self.max_minutes} should be >= 0 "
+                             f"(0: no budget)")
         if not 0.0 <= self.dropout < 1.0 or self.lr <= 0:
             raise ValueError(f"encoder.dropout={self.dropout} should be in [0, 1) and "
                              f"encoder.lr={self.lr} > 0")
@@ -253,3 +259,24 @@ class EvalConfig:
         object.__setattr__(self, "ks", tuple(self.ks))
         if self.holdout not in ("none", "last"):
             raise ValueError(f"eval.holdout={self.holdout!r} should be 'none' or 'last'")
+
+
+TRACKERS = ("mlflow", "tensorboard")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment tracking, off by default: `to: [mlflow]`, `[tensorboard]` or both. The
+    encoder's epochs are logged as they finish; the K-means, sweep and blend fits, the test
+    metrics, stage times and the config when the run ends (raypipe/run/tracking.py)."""
+    to: tuple = ()
+    uri: str = ""              # MLflow tracking URI; "": a file store at <output>.mlruns
+    dir: str = ""              # TensorBoard log folder; "": <output>.tensorboard
+    experiment: str = "raypipe"
+
+    def __post_init__(self):
+        to = (self.to,) if isinstance(self.to, str) else tuple(self.to)
+        object.__setattr__(self, "to", tuple(t for t in to if t and t != "none"))
+        unknown = set(self.to) - set(TRACKERS)
+        if unknown:
+            raise ValueError(f"tracking.to: {sorted(unknown)} not among {TRACKERS}")

@@ -33,7 +33,14 @@ def start(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         # The dashboard (on 127.0.0.1) serves the state API that Ray Train and Serve query.
-        ray.init(num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
+        # Its address goes to every worker of the job: with another Ray on the same host,
+        # Ray Train's placement-group cleaner would otherwise not know which to ask, and
+        # fails with a traceback in the console.
+        port = _free_port()
+        api = f"http://127.0.0.1:{port}"
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
+                 log_to_driver=True,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}})
     quiet_ray_data(verbose())
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
@@ -44,13 +51,25 @@ def start(address: str | None = None, num_cpus: int | None = None) -> None:
     log.info("ray: %s CPUs, %s GPUs", *resources())
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def quiet_ray_data(verbose: bool) -> None:
-    """Ray Data's console handler at WARNING (its file handler keeps everything)."""
+    """Ray Data's console handler at WARNING (its file handler keeps everything); its
+    once-per-process warning that progress bars are off (they are off on purpose where
+    stderr is not a terminal) is spent in advance."""
     from ray.data._internal.logging import configure_logging
+    from ray.util.debug import log_once
     configure_logging()          # Ray Data's own set-up, done now so it is not redone later
     for handler in logging.getLogger("ray.data").handlers:
         if type(handler).__name__ != "SessionFileHandler":
             handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        log_once("ray_data_progress_manager_disabled")
 
 
 def resources() -> tuple[int, int]:
@@ -130,12 +149,17 @@ def collect(ds, total: int, label: str, every_s: float = 15.0) -> pa.Table | Non
     """Stream a dataset's rows to the driver, logging progress at most every `every_s`
     seconds (job logs have no progress bars)."""
     import time
-    parts, done, last = [], 0, time.monotonic()
+    parts, done, logged = [], 0, -1
+    start = last = time.monotonic()
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         parts.append(batch)
         done += batch.num_rows
-        if time.monotonic() - last >= every_s:
-            log.info("%s: %d/%d (%.0f%%)", label, done, total, 100.0 * done / max(total, 1))
-            last = time.monotonic()
-    log.info("%s: %d/%d", label, done, total)
+        now = time.monotonic()
+        if now - last >= every_s:
+            rate = done / max(now - start, 1e-9)
+            log.info("%s: %d/%d (%.0f%%), %.0f/s, ~%.0f s left", label, done, total,
+                     100.0 * done / max(total, 1), rate, max(total - done, 0) / max(rate, 1e-9))
+            last, logged = now, done
+    if logged != done:
+        log.info("%s: %d/%d in %.1f s", label, done, total, time.monotonic() - start)
     return pa.concat_tables(parts) if parts else None

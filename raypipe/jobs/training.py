@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
+import ray.train
 
 from raypipe.run import paths as rio
 
@@ -145,13 +146,36 @@ def _train_loop(config: dict) -> None:
 
 def _quiet_train_worker() -> None:
     """Ray Train's per-epoch lines in a worker at WARNING: "Checkpoint successfully created"
-    (a ray.train logger) and "Reporting training result" (a logger named by its file)."""
+    (a ray.train logger) and "Reporting training result" (a logger named by its file), and
+    Ray Data's ("Dataset ... execution finished", "Progress bars disabled") as in the
+    driver (jobs/runtime.py)."""
+    from raypipe.jobs.runtime import quiet_ray_data
+    quiet_ray_data(False)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     try:
         from ray.train.v2._internal.execution import context
     except ImportError:              # another Ray version: its lines stay
         return
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+class EpochTracking(ray.train.UserCallback):
+    """On the training controller: each epoch's report (rank 0's) into the run's trackers,
+    as it arrives. A tracker that fails is logged and left; training goes on."""
+
+    def __init__(self, handle):
+        self.handle, self._tracker = handle, None
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        from raypipe.run.tracking import Tracker, epoch_metrics
+        if not metrics or "epoch" not in metrics[0]:
+            return
+        try:
+            self._tracker = self._tracker or Tracker.attach(self.handle)
+            step, values = epoch_metrics(metrics[0])
+            self._tracker.log_metrics(values, step)
+        except Exception as exc:            # noqa: BLE001 - tracking never stops training
+            log.warning("tracking: epoch %s not logged: %s", metrics[0].get("epoch"), exc)
 
 
 def run_name(cfg: EncoderConfig, n_items: int, max_length: int, mask_purchased: bool,
@@ -170,7 +194,9 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
     from the latest checkpoint up to `max_failures` times. `callbacks` are Ray Train
     `UserCallback`s, run on the controller after each epoch's report (progress, tracking)."""
     import torch
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.data import ExecutionOptions
+    from ray.train import (CheckpointConfig, DataConfig, FailureConfig, LoggingConfig,
+                           RunConfig, ScalingConfig)
     from ray.train.torch import TorchTrainer
     cpus, gpus = resources()
     use_gpu = bool(gpus) if cfg.use_gpu is None else cfg.use_gpu
@@ -193,17 +219,26 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
                            "text": None if text_vectors is None else ray.put(text_vectors)},
         scaling_config=scaling,
         datasets={"train": encoded},
-        dataset_config=DataConfig(datasets_to_split=[]),
+        # Our own ingest options: Ray Train's default copies the deprecated
+        # exclude_resources and warns about it on every run.
+        dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(
+            preserve_order=True)),
         run_config=RunConfig(name=name, storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              failure_config=FailureConfig(max_failures=max_failures),
-                             callbacks=list(callbacks)))
+                             callbacks=list(callbacks),
+                             # the controller's worker-group lines: the log files keep them
+                             logging_config=LoggingConfig(
+                                 log_level="INFO" if verbose() else "WARNING")))
     log.info("encoder: training %s with %d worker(s), %s, storage %s", name, cfg.num_workers,
              "GPU" if use_gpu else f"{threads} CPU threads each", storage)
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
         state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu")
+    from raypipe.vectors.training import stop_reason
     summary = {"run": name, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+               "stopped": stop_reason({"seconds": 0.0, **state}, cfg),
+               "train_seconds": round(state.get("seconds", 0.0), 2),
                "resumed_from_epoch": state.get("resumed_from", 0),
                "valid_ndcg@10": state["best"], "history": state["history"],
                "workers": cfg.num_workers, "device": "cuda" if use_gpu else "cpu",
@@ -212,16 +247,18 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
 
 
 def fit_encoder(users, catalogue, catalogue_ref, cfg: EncoderConfig, width: int,
-                mask_purchased: bool, storage: str, data_key: str, fresh: bool = False):
+                mask_purchased: bool, storage: str, data_key: str, fresh: bool = False,
+                tracking=None):
     """Users stage: user sequences -> a TrainedEncoder over histories of `width` events and
     its training summary. `fresh` deletes the run's checkpoints first, so training starts
-    over."""
+    over; `tracking` (a run/tracking.py Handle) logs each epoch as it ends."""
     from raypipe.vectors.encoder import TrainedEncoder
     encoded = encode_users(users, catalogue_ref, width, cfg)
     text = catalogue.vectors if cfg.text else None
     start = time.perf_counter()
     state, summary = train_encoder(encoded, len(catalogue.item_ids), text, cfg, width,
-                                   storage, data_key, mask_purchased, fresh=fresh)
+                                   storage, data_key, mask_purchased, fresh=fresh,
+                                   callbacks=(EpochTracking(tracking),) if tracking else ())
     trained = summary["epochs"] - summary["resumed_from_epoch"]
     summary["seconds"] = round(time.perf_counter() - start, 2)
     summary["seconds_per_epoch"] = round(summary["seconds"] / max(trained, 1), 2)

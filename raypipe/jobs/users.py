@@ -95,7 +95,8 @@ def users_stage(out: Folder, events: Stage, items: Stage, embeddings: Stage, use
             trained, info["training"] = fit_encoder(
                 seqs, catalogue, catalogue_ref, encoder, width, mask_purchased,
                 storage if "://" in storage else os.path.abspath(storage),
-                f"{events.key}-{embeddings.key}", fresh=rt.force)
+                f"{events.key}-{embeddings.key}", fresh=rt.force,
+                tracking=rt.tracker.handle if rt.tracker else None)
             out.bytes("encoder.pt", trained.to_bytes())
     model = UserModel(user_repr, user, None, catalogue.vectors, catalogue.texts, trained)
     with rt.timed("user_embeddings"):

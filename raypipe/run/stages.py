@@ -43,10 +43,12 @@ RUNTIME_ONLY = {
 @dataclasses.dataclass
 class Runtime:
     """What a stage needs to run that never changes what it writes, and so stays out of its
-    key: where the run goes, its timings, whether `--force` was given."""
+    key: where the run goes, its timings, whether `--force` was given, its experiment
+    tracker (run/tracking.py; None when off)."""
     output: str
     timings: dict
     force: bool = False
+    tracker: object = None
 
     @contextmanager
     def timed(self, step: str):

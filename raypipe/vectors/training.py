@@ -139,11 +139,15 @@ def fit(data: Splits, n_items: int, text_vectors: np.ndarray | None, cfg: Encode
     net = hooks.wrap(model)
     lengths = (data.train_items > 0).sum(1)
     logged = -np.inf
-    while st["epoch"] < cfg.epochs and st["bad"] < cfg.patience:
+    while stop_reason(st, cfg) is None:
+        started = time.monotonic()
         sums = _train_epoch(net, opt, data, lengths, cfg, hooks, st["epoch"])
         metrics = _validate(model, data, sums, mask_purchased, hooks, st["epoch"])
         _record(st, metrics, model)
-        last = st["epoch"] >= cfg.epochs or st["bad"] >= cfg.patience
+        # rank 0's clock for every worker, so that all stop after the same epoch
+        st["seconds"] += float(hooks.reduce(np.array(
+            [time.monotonic() - started if hooks.rank == 0 else 0.0]))[0])
+        last = stop_reason(st, cfg) is not None
         if hooks.rank == 0 and (last or time.monotonic() - logged >= hooks.log_every_s):
             logged = time.monotonic()
             log.info("encoder epoch %d: loss %.4f, valid NDCG@10 %.4f, Recall@10 %.4f "
@@ -155,7 +159,7 @@ def fit(data: Splits, n_items: int, text_vectors: np.ndarray | None, cfg: Encode
     summary = {"epochs": st["epoch"], "best_epoch": st["best_epoch"],
                "resumed_from_epoch": st["resumed_from"],
                "valid_ndcg@10": st["best"], "history": st["history"],
-               "stopped": "early" if st["bad"] >= cfg.patience else "max_epochs"}
+               "stopped": stop_reason(st, cfg), "train_seconds": round(st["seconds"], 2)}
     return st["best_state"] or model.state_dict(), summary
 
 
@@ -166,11 +170,11 @@ def _start(n_items: int, text_vectors, cfg: EncoderConfig, max_length: int, devi
     model = SequenceEncoder(n_items, text_vectors, cfg, max_length).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     st = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad": 0, "history": [],
-          "best_state": None, "resumed_from": 0}
+          "best_state": None, "resumed_from": 0, "seconds": 0.0}
     if resume:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
-        st = {k: resume[k] for k in st}
+        st = {k: resume.get(k, v) for k, v in st.items()}
         st["resumed_from"] = resume["epoch"]
     return model, opt, st
 
@@ -209,6 +213,18 @@ def _validate(model, data: Splits, sums: np.ndarray, mask_purchased: bool, hooks
     return {"epoch": epoch + 1, "train_loss": round(float(sums[0] / max(sums[1], 1)), 4),
             "valid_ndcg@10": round(float(ndcg / max(count, 1)), 5),
             "valid_recall@10": round(float(recall / max(count, 1)), 5)}
+
+
+def stop_reason(st: dict, cfg: EncoderConfig) -> str | None:
+    """Why training ends now: early (patience), max_epochs, time_budget; None: go on.
+    The budget counts the epochs' time over every resumption."""
+    if st["bad"] >= cfg.patience:
+        return "early"
+    if st["epoch"] >= cfg.epochs:
+        return "max_epochs"
+    if cfg.max_minutes and st["seconds"] >= cfg.max_minutes * 60:
+        return "time_budget"
+    return None
 
 
 def _record(st: dict, metrics: dict, model) -> None:

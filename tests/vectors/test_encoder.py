@@ -106,6 +106,31 @@ def test_encoder_learns_a_planted_next_item_rule(text, ids):
     assert recall / n >= 0.95, (text, ids, recall / n)
 
 
+def test_the_time_budget_ends_training_and_keeps_the_best_epoch(monkeypatch):
+    """Each epoch "takes" 20 s (a fake clock): a 1-minute budget starts no epoch after the
+    third; without one, training runs to max_epochs; the reason is in the summary."""
+    now, train_epoch = [0.0], training._train_epoch
+
+    def slow_epoch(*args):
+        now[0] += 20.0
+        return train_epoch(*args)
+    monkeypatch.setattr(training.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(training, "_train_epoch", slow_epoch)
+    rows, types = planted()
+    items, events = encoder.encode_histories(rows, types, 10)
+    data = training.split(items, events)
+    _, budgeted = training.fit(data, N_ITEMS, TEXT, small_cfg(epochs=10, patience=10,
+                                                              max_minutes=1.0), 10)
+    assert (budgeted["epochs"], budgeted["stopped"]) == (3, "time_budget")
+    assert budgeted["train_seconds"] == 60.0
+    assert budgeted["best_epoch"] == max(budgeted["history"],
+                                         key=lambda r: r["valid_ndcg@10"])["epoch"]
+    _, free = training.fit(data, N_ITEMS, TEXT, small_cfg(epochs=4, patience=10), 10)
+    assert (free["epochs"], free["stopped"]) == (4, "max_epochs")
+    with pytest.raises(ValueError, match="max_minutes"):
+        small_cfg(max_minutes=-1)
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.07])
 def test_cold_item_with_text_gets_the_adaptor_vector(temperature):
     cfg = small_cfg(temperature=temperature)
