@@ -33,14 +33,17 @@ def start(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         # The dashboard (on 127.0.0.1) serves the state API that Ray Train and Serve query.
-        # Its address goes to every worker of the job: with another Ray on the same host,
-        # Ray Train's placement-group cleaner would otherwise not know which to ask, and
-        # fails with a traceback in the console.
+        # Its address goes to every process of this Ray, which inherit this environment:
+        # with another Ray on the same host, Ray Train's placement-group cleaner would
+        # otherwise not know which to ask, and fails with a traceback in the console. (An
+        # env var, not a job runtime_env: that would start every worker through Ray's
+        # runtime-env set-up.)
+        # Set even where it was set: an inherited value names another Ray (a parent
+        # process's), never the one starting here.
         port = _free_port()
-        api = f"http://127.0.0.1:{port}"
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-                 log_to_driver=True,
-                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}})
+                 log_to_driver=True)
     quiet_ray_data(verbose())
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()

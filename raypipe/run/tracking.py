@@ -105,11 +105,9 @@ class Tracker:
             from mlflow.tracking import MlflowClient
             _allow_file_store(handle.mlflow_uri)
             self._mlflow = MlflowClient(handle.mlflow_uri)
-        if "tensorboard" in handle.to:
-            from tensorboardX import SummaryWriter
+        if "tensorboard" in handle.to and owner:
             # Its own file: two writers of one folder in the same second would share a name.
-            self._writer = SummaryWriter(handle.tensorboard_dir, filename_suffix=(
-                f".{os.getpid()}.{'run' if owner else 'attached'}"))
+            self._writer = _summary_writer(handle.tensorboard_dir, f".{os.getpid()}.run")
 
     @classmethod
     def open(cls, cfg, output: str) -> "Tracker | None":
@@ -147,6 +145,15 @@ class Tracker:
             for k, v in values.items():
                 self._writer.add_scalar(k, v, step)
             self._writer.flush()
+        elif "tensorboard" in self.handle.to:
+            # An attached tracker (the training controller, which may end as soon as the
+            # last report is handled) writes each step to a file of its own and closes it,
+            # so every step is on disk before the call returns.
+            writer = _summary_writer(self.handle.tensorboard_dir,
+                                     f".{os.getpid()}.step{step}.{time.monotonic_ns()}")
+            for k, v in values.items():
+                writer.add_scalar(k, v, step)
+            writer.close()
 
     def log_params(self, values: dict) -> None:
         if self._mlflow is not None:
@@ -173,6 +180,11 @@ class Tracker:
             self._writer.close()
         if self._mlflow is not None and self.owner:
             self._mlflow.set_terminated(self.handle.mlflow_run, status)
+
+
+def _summary_writer(folder: str, suffix: str):
+    from tensorboardX import SummaryWriter
+    return SummaryWriter(folder, filename_suffix=suffix)
 
 
 def _missing(to) -> list[str]:

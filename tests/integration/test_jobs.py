@@ -37,7 +37,10 @@ def head():
     gcs, dash, agent, agent_grpc, metrics, client, runtime_env = free_ports(7)
     # A throwaway local cluster: Ray's token auth off (on a real cluster, keep it on and
     # give `ray job submit` the token).
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    # Neither the test session's Ray address nor its dashboard's (jobs/runtime.py sets
+    # RAY_API_SERVER_ADDRESS) may reach the head's processes.
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")},
            "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(
         [f"{BIN}/ray", "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",
