@@ -100,7 +100,8 @@ def assemble(out: ArtifactWriter, s: dict) -> None:
             # `quarantine` gathers the items' and the events' bad rows: keep names apart
             prefix = f"{name}-" if table == "quarantine" else ""
             out.link_table(stage.folder, table, prefix=prefix)
-    if s["users"].folder.exists("encoder.pt"):
+    if s["users"].info.get("user_repr", "encoder") == "encoder" and \
+            s["users"].folder.exists("encoder.pt"):
         out.bytes("encoder.pt", s["users"].folder.read_bytes("encoder.pt"))
     if s["outputs"].info["metrics"]:
         out.json("metrics.json", s["outputs"].info["metrics"])

@@ -13,6 +13,7 @@ for `user_repr: text` the rendered sequence) are embedded elsewhere (a Serve dep
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -57,6 +58,9 @@ class ProfileService:
             raise ValueError(f"{artifacts}: no {sorted(missing)} table; these artifacts come "
                              "from an older raypipe: re-run the batch job")
         self.cfg = from_dict(PipelineConfig, self.manifest["config"])
+        # the user model the run kept (pooled vectors where they beat the trained encoder)
+        kept = (self.manifest.get("users") or {}).get("user_repr", self.cfg.user_repr)
+        self.cfg = dataclasses.replace(self.cfg, user_repr=kept)
         self._pseudonym = None
         if (self.manifest.get("privacy") or {}).get("pseudonymized"):
             stored_id(self.manifest, "")          # refuses a key that is not the run's
@@ -74,7 +78,7 @@ class ProfileService:
         self.item_group = items["group"].to_numpy() if "group" in items.column_names else None
         self.text_vectors = vectors_in_order(Folder(uri).read("item_embeddings"), self.item_index)
         encoder = None
-        if "encoder" in self.manifest:          # a trained user model: its file and items
+        if self.cfg.user_repr == "encoder":     # a trained user model: its file and items
             from raypipe.vectors.encoder import TrainedEncoder
             encoder = TrainedEncoder.from_bytes(read_bytes(uri, "encoder.pt"),
                                                 self.text_vectors)

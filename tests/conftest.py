@@ -59,7 +59,10 @@ def pipeline_runs(ray_session, tmp_path_factory):
             cfg = apply_overrides(cfg, ["kmeans.n_clusters=4", "eval.holdout=last",
                                         "embed.precision=fp32",
                                         "recommend.strategies=[vector,segment,blend,multi]",
-                                        "recommend.k=10", f"user_repr={user_repr}"])
+                                        "recommend.k=10", f"user_repr={user_repr}",
+                                        # these runs test the encoder's path; the choice
+                                        # against pooled vectors: test_encoder_choice.py
+                                        "encoder.compare_pooled=false"])
             runs[user_repr] = (cfg.output, run(cfg), paths)
         return runs[user_repr]
     return get

@@ -18,6 +18,17 @@ def test_dotted_overrides_parse_values_as_yaml():
     assert cfg.hash() != PipelineConfig().hash()
 
 
+def test_exponent_floats_are_numbers_on_the_command_line_and_in_files(tmp_path):
+    # YAML 1.1 reads 1e-6 (no dot) as a string
+    cfg = load_config(None, ["encoder.lr=1e-6", "recommend.blend_segment=5e-2"])
+    assert cfg.encoder.lr == 1e-6 and cfg.recommend.blend_segment == 0.05
+    path = tmp_path / "c.yaml"
+    path.write_text("encoder:\n  lr: 3e-4\n")
+    assert load_config(str(path), []).encoder.lr == 3e-4
+    with pytest.raises(ValueError, match="user_repr"):     # strings stay strings elsewhere
+        load_config(None, ["user_repr=1e-6"])
+
+
 def test_output_location_does_not_change_the_hash():
     assert load_config(None, ["output=/elsewhere"]).hash() == PipelineConfig().hash()
 

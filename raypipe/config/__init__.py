@@ -89,8 +89,18 @@ def from_dict(cls, data: dict):
             is not dataclasses.MISSING else known[name].default
         if is_dataclass(default) and isinstance(value, dict):
             value = from_dict(type(default), value)
-        kwargs[name] = value
+        kwargs[name] = _coerce(known[name], value)
     return cls(**kwargs)
+
+
+def _coerce(field: dataclasses.Field, value: Any) -> Any:
+    """YAML 1.1 reads 1e-6 (no dot) as a string: a float field takes it as the number."""
+    if isinstance(value, str) and "float" in str(field.type):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def apply_override(cfg, dotted: str, value: Any):
@@ -106,7 +116,8 @@ def apply_override(cfg, dotted: str, value: Any):
         if not is_dataclass(inner):
             raise ValueError(f"config key {head!r} is a value, not a section")
         return replace(cfg, **{head: apply_override(inner, rest, value)})
-    return replace(cfg, **{head: value})
+    return replace(cfg, **{head: _coerce(next(f for f in fields(cfg) if f.name == head),
+                                         value)})
 
 
 def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineConfig:

@@ -127,9 +127,13 @@ class EncoderConfig:
     # Training time budget: no epoch starts after this many minutes of training (over
     # resumptions); the best epoch so far is kept. 0: none.
     max_minutes: float = 0.0
-    # Users held out for validation (a seeded hash of the id): early stopping and the
-    # weights of `blend`; the others also train on their last item.
+    # Users held out for validation (a seeded hash of the id): early stopping, the choice
+    # below and the weights of `blend`; the others also train on their last item.
     validation_share: float = 0.2
+    # Keep the trained encoder only where it beats pooled text vectors (no training) on
+    # those validation users, each alone and with co-occurrence blended in
+    # (recommend/choice.py); false: always keep it.
+    compare_pooled: bool = True
     batch_size: int = 64       # users per step (all their positions are trained at once)
     lr: float = 3e-3           # AdamW
     weight_decay: float = 0.0

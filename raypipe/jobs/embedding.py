@@ -65,12 +65,16 @@ def embed_texts(ds, text_column: str, cfg: EmbedConfig, max_length: int | None =
     # CPU would then never run. Materializing the texts first removes that deadlock.
     ds = ds.materialize()
     max_length = max_length or cfg.max_length
+    size, texts = calibration_size(cfg, max_length), ds.count()
     precision, calibration = choose_precision(
         cfg.precision, "cuda" if args.get("num_gpus") else "cpu",
-        lambda: sample_texts(ds, text_column, calibration_size(cfg, max_length)),
+        lambda: sample_texts(ds, text_column, size), pays_off=texts >= INT8_PAYOFF * size,
         model_name_or_path=cfg.model, max_length=max_length, batch_size=cfg.batch_size)
-    info = {"precision": precision,
+    info = {"precision": precision, "texts": texts,
             "calibration": calibration.summary() if calibration else None}
+    if cfg.precision == "auto" and precision == "fp32" and not calibration:
+        info["note"] = (f"int8 not tried: {texts} texts, fewer than {INT8_PAYOFF}x the "
+                        f"{size} it calibrates on")
     if calibration:
         log.info("embedding %s: int8 on %d sample texts has mean cosine %.4f to fp32 (min "
                  "%.4f): %s", text_column, calibration.texts, calibration.cosine_mean,
@@ -90,6 +94,12 @@ def embed_texts(ds, text_column: str, cfg: EmbedConfig, max_length: int | None =
 # Calibrating on 768 titles of up to 64 tokens measured well (docs/benchmarks.md); longer
 # texts (rendered sequences, 256 tokens) get as many tokens in fewer texts.
 CALIBRATION_TOKENS = 768 * 64
+
+
+# Calibrating costs about as much as embedding 1,500-2,000 texts in fp32 (two passes over
+# the sample and a model copy), and int8 embeds 1.4-1.5x faster here (docs/benchmarks.md):
+# it repays that from about 6x the sample's size (4,600 texts for 768).
+INT8_PAYOFF = 6
 
 
 def calibration_size(cfg: EmbedConfig, max_length: int) -> int:

@@ -10,6 +10,7 @@ from ray.data.expressions import col
 from raypipe.events import clean
 from raypipe.events import readers, sources
 from raypipe.config import CleanConfig, SequenceConfig, SourceConfig
+from raypipe.jobs import shuffle
 from raypipe.jobs.runtime import fetch, resources, sorted_blocks, to_table
 from raypipe.run.artifacts import Folder
 from raypipe.run.privacy import Pseudonymizer
@@ -88,11 +89,9 @@ def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions:
                            fn_kwargs={"mapping": mapping, "kind": cfg.kind,
                                       "pseudonymizer": pseudonymizer})
               .map_batches(_tag, batch_format="pyarrow",
-                           fn_kwargs={"known_items": known, "strict": strict})
-              .repartition(partitions, keys=["user_id"])
-              .map_batches(_dedup, batch_size=None, batch_format="pyarrow",
-                           fn_kwargs={"strict": strict})
-              .materialize())
+                           fn_kwargs={"known_items": known, "strict": strict}))
+    tagged = shuffle.by_key(tagged, ["user_id"], partitions, _dedup, {"strict": strict},
+                            rows=sources.estimated_rows(frags)).materialize()
     counts = clean.row_counts(to_table(tagged.map_batches(clean.tally, batch_format="pyarrow")),
                               [f.uri for f in frags], not_read)
     kept = tagged.filter(expr=col(REASON).is_null()).select_columns(EVENT_COLUMNS)
@@ -106,12 +105,12 @@ def _sequences(batch: pa.Table, cfg: SequenceConfig, holdout: bool) -> pa.Table:
     return holdout_last(seqs) if holdout else seqs
 
 
-def build_user_sequences(events, cfg: SequenceConfig, holdout: bool, partitions: int):
-    """Kept events -> one row per user (materialized), users too short included, flagged;
-    rows sorted by user within each block, blocks in a fixed order."""
-    return sorted_blocks(events.repartition(partitions, keys=["user_id"])
-                         .map_batches(_sequences, batch_size=None, batch_format="pyarrow",
-                                      fn_kwargs={"cfg": cfg, "holdout": holdout}), "user_id")
+def build_user_sequences(events, cfg: SequenceConfig, holdout: bool, partitions: int,
+                         rows: int = 0):
+    """Kept events (about `rows`) -> one row per user (materialized), users too short
+    included, flagged; rows sorted by user within each block, blocks in a fixed order."""
+    return sorted_blocks(shuffle.by_key(events, ["user_id"], partitions, _sequences,
+                                        {"cfg": cfg, "holdout": holdout}, rows), "user_id")
 
 
 EVENTS_PER_PARTITION = 500_000
@@ -141,6 +140,7 @@ def events_stage(out: Folder, source: SourceConfig, clean: CleanConfig,
             raise ValueError(f"no event survived cleaning: {rows}")
         out.dataset("quarantine", bad, QUARANTINE)
     with rt.timed("sequences"):
-        out.dataset("sequences", build_user_sequences(events, sequences, holdout, parts))
+        out.dataset("sequences", build_user_sequences(events, sequences, holdout, parts,
+                                                      rows["kept"]))
     privacy = pseudonymizer.stage_key() if pseudonymizer else {"pseudonymized": False}
     return {"rows": rows, "users_with_events": out.tables["sequences"], "privacy": privacy}

@@ -52,7 +52,8 @@ def outputs_stage(out: Folder, items: Stage, embeddings: Stage, groups: Stage, u
         item_segment = seg.nearest(catalogue.vectors)[0]
         seg_model = SegmentModel(seg, item_segment, model, user, profiles, recommend,
                                  group["group"].to_numpy() if group else None)
-        prof, model_ref, leaf_mass = profile_users(table, catalogue_ref, seg_model)
+        prof, model_ref, leaf_mass = profile_users(table, catalogue_ref, seg_model,
+                                                   users.info["profiled"])
         out.dataset("profiles", prof)
         ids = _segment_ids(out, segments, seg)
         _write_segments(out, segments, seg, ids, leaf_mass, catalogue, profiles)
@@ -133,7 +134,7 @@ class _Fit:
         r, n_items = self.r, len(self.catalogue.item_ids)
         share = blend.fit_share(self.share, n_users)
         pairs = count_followers(self.users, self.catalogue_ref, r.cooccurrence_window, share,
-                                self.seed)
+                                self.seed, n_users)
         followers = Followers.from_pairs(pairs, n_items, r.cooccurrence_top)
         out.table("item_followers", followers.to_table(self.catalogue.item_ids))
         fixed = {"segment": r.blend_segment or 0.0, "cooccurrence": r.blend_cooccurrence or 0.0,

@@ -9,6 +9,7 @@ import ray
 from raypipe.arrays import to_numpy
 from raypipe.config import ProfileConfig, RecommendConfig, UserConfig
 from raypipe.jobs.runtime import USER_BATCH, fetch, shuffle_partitions, to_table
+from raypipe.jobs.shuffle import sum_by
 from raypipe.segments.profiles import COUNTS, nearest_segments, profile_table, segment_item_mass
 from raypipe.segments.segmentation import Segmentation
 from raypipe.vectors.pooling import history_rows, history_weights
@@ -52,16 +53,15 @@ def _mass(batch: pa.Table, catalogue, model) -> pa.Table:
     return segment_item_mass(leaf, idx, w)
 
 
-def profile_users(users, catalogue_ref, model: SegmentModel):
+def profile_users(users, catalogue_ref, model: SegmentModel, n_users: int = 0):
     """-> (profiles dataset, the model's object ref, item mass table (segment = the finest
-    level's) summed over all users)."""
+    level's) summed over all (about `n_users`) users)."""
     model_ref = [ray.put(model)]
     kwargs = {"catalogue": catalogue_ref, "model": model_ref}
     profiles = users.map_batches(_profiles, batch_size=USER_BATCH, batch_format="pyarrow",
                                  fn_kwargs=kwargs)
     # Larger batches: each emits its (segment, item) sums, which the group-by then merges.
-    mass = (users.map_batches(_mass, batch_size=4 * USER_BATCH, batch_format="pyarrow",
-                              fn_kwargs=kwargs)
-            .groupby(["segment", "item_row"], num_partitions=shuffle_partitions()).sum("weight")
-            .rename_columns({"sum(weight)": "weight"}))
+    mass = users.map_batches(_mass, batch_size=4 * USER_BATCH, batch_format="pyarrow",
+                             fn_kwargs=kwargs)
+    mass = sum_by(mass, ["segment", "item_row"], ["weight"], shuffle_partitions(), n_users)
     return profiles, model_ref, to_table(mass)

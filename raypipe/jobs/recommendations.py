@@ -9,6 +9,7 @@ import ray
 from raypipe.arrays import to_numpy
 from raypipe.jobs.profiles import SegmentModel, segments_of
 from raypipe.jobs.runtime import USER_BATCH, cached, fetch, shuffle_partitions, to_table
+from raypipe.jobs.shuffle import sum_by
 from raypipe.recommend.cooccur import follower_pairs, held_out
 from raypipe.recommend.index import index_info
 from raypipe.recommend.inputs import interest_queries, purchased
@@ -74,28 +75,28 @@ def _pairs(batch: pa.Table, catalogue, window: int, share: float, seed: int) -> 
                           window, held)
 
 
-def count_followers(users, catalogue_ref, window: int, share: float, seed: int) -> pa.Table:
-    """-> (src, dst, count, held) summed over all users: how often catalogue row dst comes
+def count_followers(users, catalogue_ref, window: int, share: float, seed: int,
+                    n_users: int = 0) -> pa.Table:
+    """-> (src, dst, count, held) summed over all (about `n_users`) users: how often catalogue row dst comes
     within `window` events after src; `held`: the pairs that end at the last item of a
     validation user (cooccur.held_out with `share` and `seed`)."""
     pairs = users.map_batches(_pairs, batch_size=4 * USER_BATCH, batch_format="pyarrow",
                               fn_kwargs={"catalogue": catalogue_ref, "window": window,
                                          "share": share, "seed": seed})
-    return to_table(pairs.groupby(["src", "dst"], num_partitions=shuffle_partitions())
-                    .sum(["count", "held"])
-                    .rename_columns({"sum(count)": "count", "sum(held)": "held"}))
+    return to_table(sum_by(pairs, ["src", "dst"], ["count", "held"], shuffle_partitions(),
+                           n_users))
 
 
-def _validation_users(batch: pa.Table, share: float, seed: int, column: str) -> pa.Table:
+def _validation_users(batch: pa.Table, share: float, seed: int, column: str | None) -> pa.Table:
     keep = held_out(batch["user_id"].to_numpy(zero_copy_only=False), share, seed)
     keep &= np.diff(batch["item_ids"].combine_chunks().offsets.to_numpy()) >= 2
     return batch.filter(pa.array(keep)).select(
-        ["user_id", "item_ids", "event_types", column])
+        ["user_id", "item_ids", "event_types", *([column] if column else [])])
 
 
-def validation_users(users, share: float, seed: int, column: str) -> pa.Table:
+def validation_users(users, share: float, seed: int, column: str | None = None) -> pa.Table:
     """The users held out for validation with at least two items, in user-id order, with
-    their segment vector `column`."""
+    their segment vector `column` if one is named."""
     table = to_table(users.map_batches(_validation_users, batch_size=USER_BATCH,
                                        batch_format="pyarrow",
                                        fn_kwargs={"share": share, "seed": seed,

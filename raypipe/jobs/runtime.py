@@ -63,8 +63,8 @@ def _free_port() -> int:
 
 def quiet_ray_data(verbose: bool) -> None:
     """Ray Data's console handler at WARNING (its file handler keeps everything); its
-    once-per-process warning that progress bars are off (they are off on purpose where
-    stderr is not a terminal) is spent in advance."""
+    once-per-process warnings that progress bars are off (they are off on purpose where
+    stderr is not a terminal) and that no CPU is free (see below) are spent in advance."""
     from ray.data._internal.logging import configure_logging
     from ray.util.debug import log_once
     configure_logging()          # Ray Data's own set-up, done now so it is not redone later
@@ -73,6 +73,10 @@ def quiet_ray_data(verbose: bool) -> None:
             handler.setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
         log_once("ray_data_progress_manager_disabled")
+        # "no available CPUs, the Dataset job will hang": Ray Data reads the cluster's
+        # resource view as an execution starts, which lags by up to a second behind tasks
+        # that just finished (jobs/shuffle.py's, right before a write); it then never hangs
+        log_once("cpu_warning")
 
 
 def resources() -> tuple[int, int]:
@@ -136,9 +140,23 @@ def sorted_blocks(ds, column: str):
     return ray.data.from_arrow_refs([refs[i] for _, i in order] or refs[:1])
 
 
+# Tables of up to this many files are read by Ray Data's first Parquet reader. Its second
+# (the default in Ray 2.60) starts and kills 32 footer-reading actors on every read, which
+# suits thousands of files in object storage but costs 2-3 s per read on 2 cores against
+# 0.4 s (a stage folder holds one file per written block).
+FEW_FILES = 256
+
+
 def read_dataset(folder, name: str):
     """A stage folder's table as a Ray dataset (run/artifacts.Folder stays free of Ray)."""
-    return ray.data.read_parquet(folder.child(f"{name}.parquet"))
+    table = f"{name}.parquet"
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.use_datasource_v2
+    ctx.use_datasource_v2 = before and len(folder.files(table)) > FEW_FILES
+    try:
+        return ray.data.read_parquet(folder.child(table))
+    finally:
+        ctx.use_datasource_v2 = before
 
 
 def to_table(ds) -> pa.Table:

@@ -32,6 +32,9 @@ def render(m: dict) -> str:
                      f"{enc['valid_ndcg@10']:.4f}), {enc['seconds_per_epoch']:.1f} s/epoch"
                      + (f", resumed after epoch {enc['resumed_from_epoch']}"
                         if enc['resumed_from_epoch'] else ""))
+    choice = (m.get("users") or {}).get("choice")
+    if choice:
+        lines.append(f"kept       {choice['kept']} user vectors: {choice['why']}")
     planted = (m.get("metrics") or {}).get("planted")
     if planted:
         lines.append(f"planted    ARI {planted['ari']:.3f} between segments found and the "

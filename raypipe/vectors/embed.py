@@ -140,14 +140,16 @@ def calibrate(texts: list[str], model_name_or_path: str | None = None, *,
     return cal
 
 
-def choose_precision(precision: str, device: str | None, sample, **calibrate_kw):
+def choose_precision(precision: str, device: str | None, sample, pays_off: bool = True,
+                     **calibrate_kw):
     """The precision to embed with, and its calibration -> (precision, Calibration | None).
     `sample()` gives texts to calibrate on; it is called only when int8 is in question:
     precision=int8, or auto on a CPU without native bf16, where int8 is taken when the
-    sample's mean cosine to fp32 reaches quantize.COSINE_BAR (else fp32)."""
+    sample's mean cosine to fp32 reaches quantize.COSINE_BAR (else fp32). `pays_off`
+    False (too few texts for int8's speed to repay the calibration): auto stays fp32."""
     from raypipe.vectors.quantize import COSINE_BAR
     resolved = pick_precision(precision, pick_device(device))
-    if precision != "int8" and (precision != "auto" or resolved != "fp32"):
+    if precision != "int8" and (precision != "auto" or resolved != "fp32" or not pays_off):
         return resolved, None
     cal = calibrate(sample(), **calibrate_kw)
     if precision == "int8" or cal.cosine_mean >= COSINE_BAR:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raypipe.arrays import normalize
-from raypipe.config import PipelineConfig, UserConfig
+from raypipe.config import PipelineConfig, RecommendConfig, UserConfig
 from raypipe.events.sequences import sequence_text
 from raypipe.vectors.pooling import history_weights, pool
 
@@ -166,5 +166,14 @@ def training_sections(cfg: PipelineConfig) -> dict:
     """What training the user model reads (only the encoder trains), as stage inputs."""
     if cfg.user_repr != "encoder":
         return {}
-    return {"encoder": cfg.encoder, "width": cfg.sequences.max_length,
-            "mask_purchased": cfg.recommend.exclude_purchased}
+    sections = {"encoder": cfg.encoder, "width": cfg.sequences.max_length,
+                "mask_purchased": cfg.recommend.exclude_purchased}
+    if cfg.encoder.compare_pooled:
+        # how the candidates are asked: only these settings, so that changing the others
+        # (k, strategies, ...) leaves the trained stage as it is
+        r = cfg.recommend
+        sections["choice"] = dataclasses.replace(
+            RecommendConfig(), exclude_purchased=r.exclude_purchased,
+            query_half_life=r.query_half_life, cooccurrence_window=r.cooccurrence_window,
+            cooccurrence_top=r.cooccurrence_top, blend_cooccurrence=r.blend_cooccurrence)
+    return sections

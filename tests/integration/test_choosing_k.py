@@ -26,6 +26,8 @@ def auto_run(ray_session, tmp_path_factory):
     cfg = apply_overrides(cfg, ["user_repr=pooled", "kmeans.n_clusters=auto",
                                 "kmeans.sweep_k_max=9", "kmeans.sweep_resamples=3",
                                 "kmeans.n_init=3", "item_groups.n_groups=4",
+                                # 600 items: int8 is tried from 6x the calibration sample
+                                "embed.calibration_texts=96",
                                 "recommend.strategies=[vector,segment]"])
     return cfg.output, run(cfg), paths
 
@@ -76,9 +78,10 @@ def test_embedding_precision_and_calibration_in_the_manifest(auto_run):
     _, manifest, _ = auto_run
     items = manifest["embedding"]["items"]
     if cpu_has_bf16():
-        assert items == {"precision": "bf16", "calibration": None}
+        assert items == {"precision": "bf16", "texts": 600, "calibration": None}
         return
     cal = items["calibration"]
-    assert 500 <= cal["texts"] <= 600 and cal["layers"] >= 36 and cal["bar"] == 0.99
+    assert items["texts"] == 600 and cal["texts"] == 96
+    assert cal["layers"] >= 36 and cal["bar"] == 0.99
     assert items["precision"] == ("int8" if cal["cosine_mean"] >= 0.99 else "fp32")
     assert json.dumps(manifest)           # all of it plain JSON

@@ -91,6 +91,8 @@ def test_auto_takes_int8_only_when_the_sample_reaches_the_bar(monkeypatch):
     assert embed.choose_precision("auto", "cpu", sample, max_length=32)[0] == "fp32"
     assert embed.choose_precision("fp32", "cpu", sample) == ("fp32", None)
     assert embed.choose_precision("auto", "cuda", sample) == ("fp16", None)
+    # too few texts for int8 to repay its calibration: not sampled, fp32
+    assert embed.choose_precision("auto", "cpu", sample, pays_off=False) == ("fp32", None)
     assert len(sampled) == 2                    # only when int8 was in question
 
 
