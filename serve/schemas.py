@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -49,11 +49,18 @@ class LevelSegment(Segment):
 
 class Interest(Segment):
     weight: float = Field(description="share of the user's recency-weighted history")
+    items: list[str] = Field(default_factory=list, description="the user's items that make "
+                             "up this interest, heaviest first (at most 3)")
+    item_weights: list[float] = Field(default_factory=list, description="each item's share "
+                                      "of the interest's weight")
 
 
 class Profile(BaseModel):
     user_id: str
     segment: Segment
+    segment_items: list[str] = Field(default_factory=list, description="the user's own items "
+                                     "that pull it most towards its segment's centre (history "
+                                     "weight times closeness), at most 3")
     confidence: float = Field(description="1 - d1/d2 over the two nearest segment centres")
     distance: float
     interests: list[Interest]
@@ -69,6 +76,18 @@ class Item(BaseModel):
     item_id: str
     score: float
     text: str
+    reason: Optional[Literal["recent_item", "bought_together", "segment", "interest"]] = Field(
+        None, description="why the item is recommended: close to the user's recent items "
+        "(`recent_item`), often chosen after them (`bought_together`), popular in the "
+        "user's segment (`segment`), or one of the user's interests (`interest`); for "
+        "`blend`, the component that adds most to the item's score. Absent with "
+        "recommend.explain off")
+    because: list[str] = Field(default_factory=list, description="the history items that "
+                               "most support it, best first (at most 3)")
+    because_weights: list[float] = Field(default_factory=list, description="each cited "
+                                         "item's share of the reason's score")
+    explanation: Optional[str] = Field(None, description="a short sentence from the cited "
+                                       "items' texts")
 
 
 class Recommendations(BaseModel):

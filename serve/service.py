@@ -26,7 +26,7 @@ from raypipe.config import PipelineConfig, from_dict
 from raypipe.events import clean
 from raypipe.events.sequences import build_sequences
 from raypipe.recommend.cooccur import Followers
-from raypipe.recommend.inputs import (interest_queries, purchased,
+from raypipe.recommend.inputs import (evidence, interest_queries, purchased,
                                       segment_rankings_from_table)
 from raypipe.recommend.recommender import Recommender
 from raypipe.run.artifacts import Folder
@@ -203,10 +203,11 @@ class ProfileService:
         weights = history_weights([plan.event_types], self.cfg.user)
         counts = {c: pa.array([v], pa.int64()) for c, v in plan.counts.items()}
         prof = profile_table(pa.array([plan.user_id]), taste, [plan.rows], weights, counts,
-                             self.segmentation, item_segment,
-                             self.cfg.profiles.top_interests).to_pylist()[0]
+                             self.segmentation, item_segment, self.cfg.profiles.top_interests,
+                             self.item_ids + plan.new_items, space).to_pylist()[0]
         recs = self._recommend(plan.user_id, query, [plan.rows], [plan.event_types], space,
-                               prof["segment"], k, strategy, item_segment)
+                               prof["segment"], k, strategy, item_segment,
+                               (plan.new_items, plan.texts[:len(plan.new_items)], new_text))
         return {"profile": self._profile_dict(prof), "recommendations": recs,
                 "new_items": plan.new_items, "unknown_items": plan.unknown_items,
                 "version": self.version}
@@ -219,16 +220,34 @@ class ProfileService:
                              f"{list(self.cfg.recommend.strategies)}")
 
     def _recommend(self, user_id, query, rows, event_types, space, segment, k, strategy,
-                   item_segment):
+                   item_segment, new_items: tuple = ((), (), None)):
+        """`new_items`: (ids, texts, text vectors) of the request's items outside the
+        catalogue, rows n, n + 1, ... of `space`, which explanations may cite."""
         self.check_strategy(strategy)
-        exclude = purchased(rows, event_types, self.cfg.recommend.exclude_purchased)
+        r = self.cfg.recommend
+        exclude = purchased(rows, event_types, r.exclude_purchased)
         interests = interest_queries(rows, event_types, item_segment, space, self.segmentation.n_segments,
                                      self.cfg.profiles.top_interests, self.cfg.user,
-                                     self.cfg.recommend) if strategy == "multi" else None
-        ranked = self.recommender.recommend(query, np.array([segment]), exclude, k,
-                                            (strategy,), interests, rows)[strategy][0]
-        items = [{"item_id": self.item_ids[r], "score": float(s), "text": self.texts[r]}
-                 for r, s in zip(ranked[0].tolist(), ranked[1].tolist())]
+                                     r) if strategy == "multi" else None
+        segments = np.array([segment])
+        ev = evidence(rows, event_types, self.users, segments, self.segmentation, item_segment,
+                      self.cfg.user, r, self.cfg.profiles.top_interests, space,
+                      new_items[2]) if r.explain else None
+        out = self.recommender.recommend(query, segments, exclude, k, (strategy,), interests,
+                                         rows, evidence=ev)
+        ranked, explained = out if ev is not None else (out, None)
+        if explained is None:
+            got = ranked[strategy][0]
+            items = [{"item_id": self.item_ids[i], "score": float(s), "text": self.texts[i]}
+                     for i, s in zip(got[0].tolist(), got[1].tolist())]
+        else:   # the batch job's table, so the two always agree
+            ids, texts = list(new_items[0]), list(new_items[1])
+            items = self.recommender.to_table(
+                [user_id], ranked, explained, self.texts + texts, segments,
+                self.item_ids + ids if ids else None).drop_columns(
+                ["user_id", "rank", "strategy"]).to_pylist()
+            for item in items:
+                item["text"] = self.texts[self.item_index.get_loc(item["item_id"])]
         return {"user_id": user_id, "strategy": strategy, "items": items,
                 "segment": self._segment(segment), "version": self.version}
 
@@ -237,9 +256,14 @@ class ProfileService:
         return {"id": int(s), "name": seg.get("name", ""), "terms": seg.get("top_terms", [])}
 
     def _profile_dict(self, p: dict) -> dict:
-        interests = [{**self._segment(s), "weight": float(w)}
-                     for s, w in zip(p["interests"], p["interest_weights"])]
+        items = p.get("interest_items") or [[]] * len(p["interests"])
+        shares = p.get("interest_item_weights") or [[]] * len(p["interests"])
+        interests = [{**self._segment(s), "weight": float(w), "items": list(i),
+                      "item_weights": [float(x) for x in iw]}
+                     for s, w, i, iw in zip(p["interests"], p["interest_weights"], items,
+                                            shares)]
         return {"user_id": p["user_id"], "segment": self._segment(p["segment"]),
+                "segment_items": list(p.get("segment_items") or []),
                 "confidence": float(p["confidence"]), "distance": float(p["distance"]),
                 "interests": interests, "history_length": int(p["history_length"]),
                 "levels": [{**self._segment(s, lv), "level": lv}

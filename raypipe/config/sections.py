@@ -221,6 +221,12 @@ class RecommendConfig:
     # search on a sample of users (manifest: outputs.index).
     # At most this many items of one item group in a user's list (0: no limit): diversity.
     max_per_group: int = 0
+    # Each recommendation's reason and evidence (recommend/explain.py): `reason`, `because`
+    # (cited history items), `because_weights` and `explanation` columns and fields.
+    explain: bool = True
+    # Encoder users' `vector` evidence: occlude each of the last this many events (one
+    # encoder pass per event and user, so off by default); 0: those carry no evidence.
+    explain_occlusion: int = 0
     index: str = "auto"
     ivf_min_items: int = 50_000
     ivf_lists: int = 0         # 0: 4 x sqrt(items)

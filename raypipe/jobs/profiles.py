@@ -43,7 +43,7 @@ def _profiles(batch: pa.Table, catalogue, model) -> pa.Table:
     idx, w = _history(batch, cat, m)
     return profile_table(batch["user_id"], to_numpy(batch[m.users.segment_column]),
                          idx, w, {c: batch[c] for c in COUNTS}, m.segmentation, m.item_segment,
-                         m.profiles.top_interests)
+                         m.profiles.top_interests, cat.item_ids, cat.vectors)
 
 
 def _mass(batch: pa.Table, catalogue, model) -> pa.Table:

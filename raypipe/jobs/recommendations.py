@@ -12,7 +12,7 @@ from raypipe.jobs.runtime import USER_BATCH, cached, fetch, shuffle_partitions, 
 from raypipe.jobs.shuffle import sum_by
 from raypipe.recommend.cooccur import follower_pairs, held_out
 from raypipe.recommend.index import index_info
-from raypipe.recommend.inputs import interest_queries, purchased
+from raypipe.recommend.inputs import evidence, interest_queries, purchased
 from raypipe.recommend.recommender import Recommender
 from raypipe.vectors.pooling import history_rows
 
@@ -41,10 +41,12 @@ def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
     interests = interest_queries(
         idx, batch["event_types"], m.item_segment, cat.vectors, m.segmentation.n_segments,
         m.profiles.top_interests, m.user, r) if "multi" in r.strategies else None
-    ranked = rec.recommend(vectors, seg, purchased(idx, batch["event_types"],
-                                                        r.exclude_purchased),
-                           interests=interests, history=idx)
-    return rec.to_table(batch["user_id"].combine_chunks(), ranked)
+    ev = evidence(idx, batch["event_types"], m.users, seg, m.segmentation, m.item_segment,
+                  m.user, r, m.profiles.top_interests, cat.vectors) if r.explain else None
+    out = rec.recommend(vectors, seg, purchased(idx, batch["event_types"], r.exclude_purchased),
+                        interests=interests, history=idx, evidence=ev)
+    ranked, explained = out if ev is not None else (out, None)
+    return rec.to_table(batch["user_id"].combine_chunks(), ranked, explained, cat.texts, seg)
 
 
 @ray.remote

@@ -38,6 +38,8 @@ def partition_of(table: pa.Table, keys: list[str], partitions: int) -> np.ndarra
 
 @ray.remote
 def _split(block: pa.Table, keys: list[str], partitions: int):
+    if not block.num_rows:      # an empty block may have no columns at all
+        return tuple(block for _ in range(partitions))
     part = partition_of(block, keys, partitions)
     order = np.argsort(part, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(part, minlength=partitions))])
@@ -46,8 +48,12 @@ def _split(block: pa.Table, keys: list[str], partitions: int):
 
 
 @ray.remote
-def _reduce(fn, fn_kwargs: dict, *parts: pa.Table) -> pa.Table:
-    return fn(pa.concat_tables(parts, promote_options="default"), **fn_kwargs)
+def _reduce(fn, fn_kwargs: dict, keys: list[str], *parts: pa.Table) -> pa.Table:
+    tables = [p for p in parts if p.num_rows] or \
+        [p for p in parts if set(keys) <= set(p.column_names)][:1]
+    if not tables:                # every input block was empty and without columns
+        return pa.table({})
+    return fn(pa.concat_tables(tables, promote_options="default"), **fn_kwargs)
 
 
 def by_key(ds, keys: list[str], partitions: int, fn, fn_kwargs: dict | None = None,
@@ -65,7 +71,7 @@ def by_key(ds, keys: list[str], partitions: int, fn, fn_kwargs: dict | None = No
     partitions = max(2, partitions)      # num_returns=1 would not return a tuple
     splits = [_split.options(num_returns=partitions).remote(b, keys, partitions)
               for b in blocks]
-    parts = [_reduce.remote(fn, fn_kwargs, *[s[j] for s in splits])
+    parts = [_reduce.remote(fn, fn_kwargs, keys, *[s[j] for s in splits])
              for j in range(partitions)]
     sizes = ray.get([_num_rows.remote(p) for p in parts])
     kept = [p for p, n in zip(parts, sizes) if n] or parts[:1]

@@ -4,8 +4,9 @@ Everything is read from the artifacts (no Ray): segment sizes, how their number 
 (choosing.py), a 2-D map of a user sample (PCA of the user vectors) coloured by segment, and
 per segment its generated name (distinctive terms, class-based TF-IDF), representative
 items, event funnel, activity and recency, the item groups it leans to and how all that
-differs from the whole population; then the item groups, segment stability across runs,
-the run's metrics and data quality. Charts are inline SVG: the file opens anywhere.
+differs from the whole population; example users with their explained recommendations
+(examples.py); then the item groups, segment stability across runs, the run's metrics and
+data quality. Charts are inline SVG: the file opens anywhere.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raypipe.arrays import to_numpy
-from raypipe.readouts import choosing, tree
+from raypipe.readouts import choosing, examples, tree
 from raypipe.readouts.charts import CSS, bar_chart, color, esc, funnel_chart, ratio, scatter, table
 from raypipe.run.artifacts import MANIFEST, Folder
 from raypipe.run.versions import current_run
@@ -147,6 +148,8 @@ def build(artifacts: str) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>raypipe report</title>"
         f"<style>{CSS}</style></head><body>", "<h1>Segments report</h1>", _header(run),
         _sizes(run), choosing.section(run.manifest, run.sweep), _map(run), _segments(run),
+        examples.section(run.art, run.profiles, run.names,
+                         list(run.manifest["config"]["recommend"]["strategies"]), run.items),
         tree.section(run.all_segments.to_pylist(), run.manifest.get("hierarchy")),
         _item_groups(run), choosing.ids_section(run.stability),
         _quality(run.manifest), "</body></html>"])

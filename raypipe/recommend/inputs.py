@@ -102,3 +102,33 @@ def interest_queries(item_index: list[np.ndarray], event_types, item_segment: np
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     queries.reshape(n * top, d)[key[starts]] = sums / np.maximum(norms, 1e-12)
     return queries, weights
+
+
+def evidence(rows: list[np.ndarray], event_types, model, segments: np.ndarray,
+             segmentation, item_segment: np.ndarray, user: UserConfig, cfg: RecommendConfig,
+             top_interests: int, space: np.ndarray, extra_text: np.ndarray | None = None):
+    """A batch's explain.Evidence: history rows (into `space`, the catalogue's item vectors
+    plus any new items'), each event's weight in a pooled query (None for the encoder),
+    its profile weight, the users' segments and the centroids, `multi`'s interests, and
+    for encoder users with recommend.explain_occlusion, the occlusion differences
+    (`extra_text`: the new items' text vectors)."""
+    from raypipe.recommend.explain import Evidence
+    from raypipe.segments.profiles import interests
+    recent = history_weights(event_types,
+                             dataclasses.replace(user, half_life=cfg.query_half_life))
+    pooled = model.kind == "pooled"
+    ev = Evidence(history=rows, query_weights=recent if pooled else None, recent_weights=recent,
+                  taste_weights=history_weights(event_types, user), segments=segments,
+                  centroids=segmentation.centroids if model.kind != "text" else None,
+                  space=space)
+    if model.kind == "encoder" and cfg.explain_occlusion:
+        ev.occlusion = model.occlusion(rows, event_types, cfg.explain_occlusion,
+                                       extra_text=extra_text)
+    if "multi" in cfg.strategies:
+        segs, _ = interests(rows, ev.taste_weights, item_segment, segmentation.n_segments,
+                            top_interests)
+        ev.interest_segments, ev.item_segment = segs, item_segment
+        ev.interest_queries = interest_queries(rows, event_types, item_segment, space,
+                                               segmentation.n_segments, top_interests, user,
+                                               cfg)[0]
+    return ev

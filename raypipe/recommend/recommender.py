@@ -73,12 +73,13 @@ class Recommender:
     def recommend(self, vectors: np.ndarray, segments: np.ndarray, exclude: list[set],
                   k: int | None = None, strategies: tuple | None = None,
                   interests: tuple | None = None,
-                  history: list[np.ndarray] | None = None) -> dict[str, Ranked]:
+                  history: list[np.ndarray] | None = None, evidence=None):
         """-> {strategy: Ranked}, k (default cfg.k) best each, best first. Asked for fewer
         than cfg.k, the answer is the prefix of cfg.k's (blend's candidates depend on k), so
         the service always agrees with the batch job. `multi` needs `interests`, the
         (queries, weights) of `interest_queries`; `blend`'s co-occurrence needs `history`,
-        each user's catalogue rows, oldest first."""
+        each user's catalogue rows, oldest first. With `evidence` (explain.Evidence), ->
+        ({strategy: Ranked}, {strategy: explain.Explained})."""
         want = k or self.cfg.k
         k = max(want, self.cfg.k)
         strategies = strategies or self.cfg.strategies
@@ -86,11 +87,15 @@ class Recommender:
         if "blend" in strategies:           # blend's candidates include both lists
             lists |= {"vector", "segment"}
         excluded = ExcludedRows(exclude, len(self.item_ids))
-        out = self._lists(vectors, segments, excluded, k, lists, interests)
+        out, parts = self._lists(vectors, segments, excluded, k, lists, interests), None
         if "blend" in strategies:
-            out["blend"] = self.blend(self._blend_parts(vectors, segments, excluded, k, history,
-                                                        out), *self.blend_weights, k)
-        return {s: out[s].prefix(want) for s in strategies}
+            parts = self._blend_parts(vectors, segments, excluded, k, history, out)
+            out["blend"] = self.blend(parts, *self.blend_weights, k)
+        ranked = {s: out[s].prefix(want) for s in strategies}
+        if evidence is None:
+            return ranked
+        from raypipe.recommend.explain import explain_all
+        return ranked, explain_all(self, ranked, evidence, parts)
 
     def _lists(self, vectors, segments, excluded: ExcludedRows, k, strategies,
                interests) -> dict[str, Ranked]:
@@ -228,17 +233,30 @@ class Recommender:
         """Share of the exact top-k items that the index finds (index.index_recall)."""
         return index_recall(self.index, self.item_vectors, queries, k or self.cfg.k)
 
-    def to_table(self, user_ids, ranked: dict[str, Ranked]) -> pa.Table:
-        """Recommender output -> rows (user_id, rank, item_id, score, strategy)."""
+    def to_table(self, user_ids, ranked: dict[str, Ranked], explained: dict | None = None,
+                 texts: list[str] | None = None, segments=None,
+                 cited_ids: list[str] | None = None) -> pa.Table:
+        """Recommender output -> rows (user_id, rank, item_id, score, strategy), plus the
+        explanation columns (explain.EXPLANATIONS) with `explained` (sentences from the
+        catalogue `texts`; `segments`: the users' segments; `cited_ids`, `texts`: the
+        catalogue's plus those of items new to the service, which histories may cite)."""
+        from raypipe.recommend.explain import EXPLANATIONS, columns
         user_ids = pa.array(user_ids, pa.string()) if not isinstance(user_ids, pa.Array) \
             else user_ids
+        schema = RECOMMENDATIONS if explained is None else pa.schema(
+            [*RECOMMENDATIONS, *EXPLANATIONS])
         parts = []
         for strategy, r in ranked.items():
             u, c = np.nonzero(r.rows >= 0)
-            parts.append(pa.table({
-                "user_id": user_ids.take(pa.array(u)),
-                "rank": pa.array(c + 1, pa.int32()),
-                "item_id": self.item_ids.take(pa.array(r.rows[u, c])),
-                "score": pa.array(r.scores[u, c], pa.float32()),
-                "strategy": pa.array([strategy] * len(u), pa.string())}, schema=RECOMMENDATIONS))
-        return pa.concat_tables(parts) if parts else RECOMMENDATIONS.empty_table()
+            cols = {"user_id": user_ids.take(pa.array(u)),
+                    "rank": pa.array(c + 1, pa.int32()),
+                    "item_id": self.item_ids.take(pa.array(r.rows[u, c])),
+                    "score": pa.array(r.scores[u, c], pa.float32()),
+                    "strategy": pa.array([strategy] * len(u), pa.string())}
+            if explained is not None:
+                cols.update(columns(explained[strategy], u, c,
+                                    self.item_ids if cited_ids is None else
+                                    pa.array(cited_ids, pa.string()), texts,
+                                    None if segments is None else np.asarray(segments)[u]))
+            parts.append(pa.table(cols, schema=schema))
+        return pa.concat_tables(parts) if parts else schema.empty_table()

@@ -43,14 +43,71 @@ def interests(item_index: list[np.ndarray], weights: list[np.ndarray], item_segm
     return segs, ws
 
 
+EVIDENCE = 3     # history items a profile cites per interest and for its segment
+
+
+def interest_items(item_index: list[np.ndarray], weights: list[np.ndarray],
+                   item_segment: np.ndarray, segs: list[list[int]]) -> tuple[list, list]:
+    """Per user, per interest (its segments `segs`) the user's items of that interest with
+    the largest history weight, and each one's share of the interest's weight."""
+    rows_out, shares_out = [], []
+    for idx, w, ss in zip(item_index, weights, segs):
+        idx = np.asarray(idx, np.int64)
+        items, inverse = np.unique(idx, return_inverse=True)
+        mass = np.bincount(inverse, weights=w, minlength=len(items))
+        seg_of = item_segment[items]
+        rows, shares = [], []
+        for s in ss:
+            mine = np.flatnonzero(seg_of == s)
+            order = mine[np.argsort(-mass[mine], kind="stable")][:EVIDENCE]
+            rows.append(items[order].tolist())
+            shares.append((mass[order] / max(mass[mine].sum(), 1e-12)).round(6).tolist())
+        rows_out.append(rows)
+        shares_out.append(shares)
+    return rows_out, shares_out
+
+
+def nearest_own_items(item_index: list[np.ndarray], weights: list[np.ndarray],
+                      item_vectors: np.ndarray, centroids: np.ndarray,
+                      segments: np.ndarray) -> list[list[int]]:
+    """Per user its own items that pull it most towards its segment's centroid: history
+    weight times the item vector's dot product with the centroid, positive, best first."""
+    out = []
+    for idx, w, s in zip(item_index, weights, segments):
+        items, inverse = np.unique(np.asarray(idx, np.int64), return_inverse=True)
+        pull = np.bincount(inverse, weights=w, minlength=len(items)) * (
+            item_vectors[items] @ centroids[s])
+        order = np.argsort(-pull, kind="stable")[:EVIDENCE]
+        out.append(items[order[pull[order] > 0]].tolist())
+    return out
+
+
 def profile_table(user_ids, segment_vectors: np.ndarray, item_index: list[np.ndarray],
                   weights: list[np.ndarray], counts: dict, segmentation: Segmentation,
-                  item_segment: np.ndarray, top: int) -> pa.Table:
+                  item_segment: np.ndarray, top: int, item_ids=None,
+                  item_vectors: np.ndarray | None = None) -> pa.Table:
     """Users' segment vectors (n, d), histories (catalogue rows, weights) and event counts
     -> `profiles` rows; `levels` holds the user's segment at each level of the hierarchy
-    (one level when flat). The batch job and the service both make profiles here."""
+    (one level when flat). With the catalogue's `item_ids` (and its `item_vectors` in the
+    segments' space), what explains them: each interest's items and their shares
+    (`interest_items`, `interest_item_weights`) and the user's own items nearest its
+    segment (`segment_items`). The batch job and the service both make profiles here."""
     seg, dist, conf, paths = segmentation.nearest(segment_vectors)
     segs, ws = interests(item_index, weights, item_segment, segmentation.n_segments, top)
+    evidence = {}
+    if item_ids is not None:
+        ids = pa.array(item_ids, pa.string()) if not isinstance(item_ids, pa.Array) \
+            else item_ids
+        name = lambda rows: ids.take(pa.array(rows, pa.int64())).to_pylist()   # noqa: E731
+        rows, shares = interest_items(item_index, weights, item_segment, segs)
+        evidence["interest_items"] = pa.array([[name(r) for r in u] for u in rows],
+                                              pa.list_(pa.list_(pa.string())))
+        evidence["interest_item_weights"] = pa.array(shares, pa.list_(pa.list_(pa.float32())))
+        if item_vectors is not None and len(item_vectors) == len(ids):
+            near = nearest_own_items(item_index, weights, item_vectors,
+                                     segmentation.centroids, seg)
+            evidence["segment_items"] = pa.array([name(r) for r in near],
+                                                 pa.list_(pa.string()))
     return pa.table({"user_id": user_ids, "segment": pa.array(seg, pa.int32()),
                      "distance": pa.array(dist, pa.float32()),
                      "confidence": pa.array(conf, pa.float32()),
@@ -58,7 +115,7 @@ def profile_table(user_ids, segment_vectors: np.ndarray, item_index: list[np.nda
                      "interest_weights": pa.array(ws, pa.list_(pa.float32())),
                      "history_length": pa.array([len(i) for i in item_index], pa.int32()),
                      "levels": pa.array(list(paths.astype(np.int32)), pa.list_(pa.int32())),
-                     **{c: counts[c] for c in COUNTS}})
+                     **{c: counts[c] for c in COUNTS}, **evidence})
 
 
 def segment_item_mass(segments: np.ndarray, item_index: list[np.ndarray],

@@ -108,6 +108,32 @@ class UserModel:
         query = self._pooled_query(rows, event_types, space) if self.recent else None
         return UserVectors(query, taste)
 
+    def occlusion(self, rows: list[np.ndarray], event_types, m: int,
+                  extra_text: np.ndarray | None = None) -> np.ndarray:
+        """Encoder users: (n, m, d) the query minus the query with one of the last m events
+        left out, [:, m - 1] for the latest (zeros where a history is shorter); an item's
+        score drops by its vector's dot product with that difference when the event is
+        removed (recommend/explain.py). One encoder pass over n * m shortened histories."""
+        query = self.encode(rows, event_types, extra_text=extra_text).query
+        n, d = query.shape
+        out = np.zeros((n, m, d), np.float32)
+        variants, types, where = [], [], []
+        for u, (r, t) in enumerate(zip(rows, event_types)):
+            r, t = np.asarray(r), list(t)
+            for i in range(max(0, m - len(r)), m):
+                pos = len(r) - m + i
+                if len(r) == 1:             # without its only event a history is empty
+                    out[u, i] = query[u]
+                    continue
+                variants.append(np.delete(r, pos))
+                types.append(t[:pos] + t[pos + 1:])
+                where.append((u, i))
+        if variants:
+            shorter = self.encode(variants, types, extra_text=extra_text).query
+            u, i = np.array(where).T
+            out[u, i] = query[u] - shorter
+        return out
+
     def _pooled_query(self, rows, event_types, space: np.ndarray) -> np.ndarray:
         if self.recent is None:
             raise ValueError("pooled queries need recommend.query_half_life")

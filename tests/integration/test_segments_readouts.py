@@ -113,10 +113,20 @@ def test_report_has_every_segment_its_charts_and_no_empty_section(two_runs, tmp_
     for s in segments:
         assert f"segment-{s['segment']}" in parsed.ids
         assert s["name"] in parsed.text[f"segment-{s['segment']}"]
-    for section in ("sizes", "map", "segments", "item-groups", "stability", "quality"):
+    for section in ("sizes", "map", "segments", "examples", "item-groups", "stability",
+                    "quality"):
         assert section in parsed.ids and len(parsed.text[section].strip()) > 40, section
     assert parsed.svg >= 2 + len(segments)      # sizes, map, one funnel per segment
     assert "Hungarian" in parsed.text["stability"]
+    # per segment, example users with their explained recommendations, as in the table
+    examples = parsed.text["examples"]
+    main_level = [s for s in segments if s.get("level") in (None, manifest["kmeans"]
+                                                            ["n_clusters"])]
+    assert examples.count("Segment ") >= len(main_level)
+    recs = _table(second, "recommendations").to_pylist()
+    shown = [r for r in recs if r["strategy"] == "blend" and r["rank"] == 1
+             and r["user_id"] in examples]
+    assert shown and all(r["explanation"] in examples for r in shown)
     assert page.read_text().count("<circle") >= 500
 
 

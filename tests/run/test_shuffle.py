@@ -81,3 +81,12 @@ def test_partition_is_a_stable_hash_of_the_keys():
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True, env={"PYTHONHASHSEED": "123"})
     assert other.stdout.strip() == str(list(part))
+
+
+def test_empty_blocks_without_columns_are_passed_over(ray_session):
+    # what a reader leaves for a file with no readable record: a block of no rows and
+    # no columns, beside real ones
+    blocks = [pa.table({}), *_blocks(n_blocks=2, rows=300, seed=3), pa.table({})]
+    ds = ray_session.data.from_arrow(blocks)
+    got = _rows(shuffle.by_key(ds, ["user_id"], 3, _groups, rows=600))
+    assert sum(n for n, _ in got.values()) == 600

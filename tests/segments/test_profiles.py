@@ -1,11 +1,12 @@
 """segments/profiles.py: nearest segment and confidence, interests, the segments' item
-mass, distinctive terms and segment summaries, on hand-made cases."""
+mass, distinctive terms, segment summaries and what explains a profile, on hand-made
+cases."""
 import numpy as np
 import pytest
 
 from raypipe.segments.segmentation import Segmentation
-from raypipe.segments.profiles import (distinctive_terms, interests, nearest_segments,
-                              segment_item_mass, summarize_segments)
+from raypipe.segments.profiles import (COUNTS, distinctive_terms, interests,
+                                      nearest_segments, segment_item_mass, summarize_segments)
 
 CENTROIDS = np.array([[0, 0], [4, 0]], np.float32)
 
@@ -60,3 +61,25 @@ def test_representative_items_by_lift_not_by_global_popularity(monkeypatch):
     assert profiles.representative_items(mass, top=2, how="popular") == {0: [0, 1], 1: [0, 2]}
     # One segment: every lift is 1, the most popular first.
     assert profiles.representative_items({0: {4: 1.0, 5: 2.0}}, top=3) == {0: [5, 4]}
+
+
+def test_profiles_cite_each_interests_items_and_the_users_items_nearest_its_segment():
+    import pyarrow as pa
+    from raypipe.segments.profiles import profile_table
+    item_segment = np.array([0, 0, 1, 1, 0])
+    # user 0: items 0 (twice), 1, 2; user 1: item 3 only
+    rows = [np.array([0, 1, 0, 2]), np.array([3])]
+    weights = [np.array([0.1, 0.2, 0.3, 1.0]), np.array([1.0])]
+    item_vectors = np.array([[1, 0], [0.5, 0.5], [0, 1], [0.1, 1], [1, 0.1]], np.float32)
+    counts = {c: pa.array([0, 0], pa.int64()) for c in COUNTS}
+    got = profile_table(pa.array(["a", "b"]), np.array([[0.1, 0], [4, 0]], np.float32),
+                        rows, weights, counts, Segmentation.flat(CENTROIDS), item_segment, 2,
+                        pa.array([f"i{j}" for j in range(5)]), item_vectors).to_pylist()
+    a, b = got
+    # user a: interest 1 (item 2, weight 1.0), interest 0 (items 0: 0.4, 1: 0.2)
+    assert a["interests"] == [1, 0]
+    assert a["interest_items"] == [["i2"], ["i0", "i1"]]
+    assert a["interest_item_weights"][1] == pytest.approx([0.4 / 0.6, 0.2 / 0.6], abs=1e-5)
+    # segment 0's centre is (0, 0): nothing pulls towards it; b's (4, 0): item 3 does
+    assert a["segment"] == 0 and a["segment_items"] == []
+    assert b["segment"] == 1 and b["segment_items"] == ["i3"]

@@ -1,6 +1,7 @@
 """serve/api.py without Ray: the service fails closed (no key on an open address is
-refused), keys are compared as bytes (any header is a 401, never a 500), and the request
-limits are checked before the backend is called."""
+refused), keys are compared as bytes (any header is a 401, never a 500), the request
+limits are checked before the backend is called, and the OpenAPI spec documents the
+recommendations' reasons."""
 import pytest
 from fastapi.testclient import TestClient
 
@@ -89,3 +90,13 @@ def test_item_texts_are_capped_before_the_backend_is_called():
     r = client.post("/v1/recommendations", json=body)
     assert r.status_code == 422 and "at most 2" in r.json()["detail"]
     assert backend.calls == []
+
+
+def test_the_openapi_spec_documents_each_items_reason_and_evidence():
+    spec = TestClient(build_api(Backend(), None)).get("/openapi.json").json()
+    item = spec["components"]["schemas"]["Item"]["properties"]
+    assert {"reason", "because", "because_weights", "explanation"} <= set(item)
+    reasons = {v for alt in item["reason"].get("anyOf", [item["reason"]])
+               for v in alt.get("enum", [])}
+    assert reasons == {"recent_item", "bought_together", "segment", "interest"}
+    assert "history items" in item["because"]["description"]

@@ -39,6 +39,13 @@ def test_known_user_recommendations_equal_the_batch_rows(run):
             assert [i["item_id"] for i in served["items"]] == batch.item_id.tolist()
             np.testing.assert_allclose([i["score"] for i in served["items"]], batch.score,
                                        rtol=1e-5, atol=1e-6)
+            # the same reasons and evidence as the batch table (recommend/explain.py)
+            assert [i["reason"] for i in served["items"]] == batch.reason.tolist()
+            assert [i["because"] for i in served["items"]] == [list(b) for b in batch.because]
+            assert [i["explanation"] for i in served["items"]] == batch.explanation.tolist()
+            np.testing.assert_allclose(
+                np.concatenate([i["because_weights"] for i in served["items"]] or [[]]),
+                np.concatenate([list(w) for w in batch.because_weights] or [[]]), rtol=1e-5)
             short = service.recommend(user, 3, strategy)["items"]
             assert short == served["items"][:3]
 
@@ -77,10 +84,16 @@ def test_a_posted_history_gets_the_users_profile_and_recommendations(run):
         got, want = answer["profile"]["interests"], known["interests"]
         assert [i["id"] for i in got] == [i["id"] for i in want]
         assert [i["weight"] for i in got] == pytest.approx([i["weight"] for i in want], abs=1e-5)
+        # what explains the profile: the same items, posted or known
+        assert [i["items"] for i in got] == [i["items"] for i in want]
+        assert answer["profile"]["segment_items"] == known["segment_items"]
         assert answer["profile"]["confidence"] == pytest.approx(known["confidence"], abs=1e-4)
         served = service.recommend(user, 10, "vector")["items"]
         assert [i["item_id"] for i in answer["recommendations"]["items"]] == \
             [i["item_id"] for i in served]
+        # the same history gets the same reasons
+        assert [(i["reason"], i["because"]) for i in answer["recommendations"]["items"]] == \
+            [(i["reason"], i["because"]) for i in served]
 
 
 def test_new_items_count_by_their_text_and_unknown_ones_are_listed(run):
@@ -96,6 +109,10 @@ def test_new_items_count_by_their_text_and_unknown_ones_are_listed(run):
     answer = service.answer(plan, vectors, 5, "blend")
     assert len(answer["recommendations"]["items"]) == 5
     assert answer["new_items"] == ["brand-new"]
+    # explanations may cite the new item by its id, never a catalogue row past the end
+    cited = {c for i in answer["recommendations"]["items"] for c in i["because"]}
+    assert cited <= set(plan.item_ids) and all(i["reason"] for i in
+                                               answer["recommendations"]["items"])
 
 
 def test_refusals_name_the_problem(run):

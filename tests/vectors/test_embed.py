@@ -110,7 +110,13 @@ def test_ray_data_actor_pool_equals_plain_embedder(ray_session, embedder):
     cfg = EmbedConfig(precision="fp32", batch_size=2, max_length=32)
     out, info = embed_texts(ds, "text", cfg)
     out = out.take_all()
-    assert info == {"precision": "fp32", "calibration": None}
+    assert info == {"precision": "fp32", "texts": len(TEXTS), "calibration": None}
+    # auto on a CPU: int8 is not tried for a handful of texts (too few to repay calibrating)
+    _, auto = embed_texts(ds, "text", EmbedConfig(precision="auto", batch_size=2,
+                                                  max_length=32))
+    if auto["precision"] in ("fp32", "int8"):        # no native bf16 here
+        assert auto["precision"] == "fp32" and auto["calibration"] is None
+        assert "int8 not tried" in auto["note"]
     got = np.stack([r["vector"] for r in sorted(out, key=lambda r: r["key"])])
     np.testing.assert_allclose(got, embedder.encode(TEXTS), atol=1e-5)
 

@@ -86,8 +86,38 @@ def test_encoder_users_are_the_encoders_inference():
 def test_stage_sections_follow_the_user_repr():
     base = PipelineConfig()
     assert set(model_sections(base)) == {"user_repr", "user"}
-    assert set(training_sections(base)) == {"encoder", "width", "mask_purchased"}
+    assert set(training_sections(base)) == {"encoder", "width", "mask_purchased", "choice"}
+    # the choice against pooled vectors reads only what it asks with: other recommend
+    # settings leave the trained stage's inputs as they are
+    assert training_sections(apply_overrides(base, ["recommend.k=50"])) == \
+        training_sections(base)
+    assert training_sections(apply_overrides(base, ["recommend.cooccurrence_window=5"])) != \
+        training_sections(base)
+    assert set(training_sections(apply_overrides(base, ["encoder.compare_pooled=false"]))) \
+        == {"encoder", "width", "mask_purchased"}
     pooled = apply_overrides(base, ["user_repr=pooled"])
     assert training_sections(pooled) == {}
     assert set(model_sections(apply_overrides(base, ["user_repr=text"]))) == \
         {"user_repr", "user", "embed"}
+
+
+def test_occlusion_is_the_query_change_when_each_latest_event_is_left_out():
+    cfg = EncoderConfig(dim=8, layers=1, heads=2, dropout=0.0)
+    net = encoder.SequenceEncoder(len(TEXTS), VECTORS, cfg, 10).eval()
+    trained = encoder.TrainedEncoder(net.state_dict(), cfg, len(TEXTS), 10, VECTORS)
+    model = UserModel("encoder", USER, 1.0, VECTORS, TEXTS, trained)
+    got = model.occlusion(ROWS, TYPES, 2)
+    assert got.shape == (3, 2, 8)
+    query = model.encode(ROWS, TYPES).query
+    # user 0 without its latest event (row 5), then without the one before (row 3)
+    without_last = model.encode([np.array([0, 3])], [["view", "cart"]]).query[0]
+    without_mid = model.encode([np.array([0, 5])], [["view", "purchase"]]).query[0]
+    np.testing.assert_allclose(got[0, 1], query[0] - without_last, atol=1e-6)
+    np.testing.assert_allclose(got[0, 0], query[0] - without_mid, atol=1e-6)
+    # a one-event history: leaving it out leaves nothing, so the whole query is its
+    np.testing.assert_allclose(got[1, 1], query[1], atol=1e-6)
+    assert not got[1, 0].any()
+    # the explanation's score drop is exact: e . (q - q_without)
+    e = model.item_space()[4]
+    assert float(e @ got[0, 1]) == pytest.approx(float(e @ query[0] - e @ without_last),
+                                                  abs=1e-6)
