@@ -2,9 +2,10 @@
 each strategy, from the evidence the strategy scored with (at most TOP items, best first,
 with their weights). Knows nothing about Ray; recommend/explain.py turns it into reasons.
 
-- `vector`, pooled users (`recent_item`): the query is the normalised weighted sum of the
-  history's item vectors, so an item's score splits exactly over the history: item i adds
-  w_i (v_i . e) / |sum w v|. The weights are those shares of the score.
+- `vector`, pooled users (`recent_item`): the query is the normalised weighted sum S of
+  the history's item vectors, so the score the item would have without history item i is
+  (S.e - u_i.e) / |S - u_i| (u_i = w_i v_i): exact occlusion in closed form, from dot
+  products alone. The weights are those score drops.
 - `vector`, encoder users (`recent_item`): occlusion, where `Evidence.occlusion` holds it:
   the query minus the query with one of the last events left out, for each of them; the
   score drop of item e is e . (q - q_without_i), exact for that removal. Without it (the
@@ -56,6 +57,9 @@ class Explained:
     because: np.ndarray
     weights: np.ndarray
 
+    def prefix(self, k: int) -> "Explained":
+        return Explained(self.reason[:, :k], self.because[:, :k], self.weights[:, :k])
+
     @classmethod
     def empty(cls, n: int, k: int, reason: str) -> "Explained":
         return cls(np.full((n, k), REASONS.index(reason), np.int8),
@@ -65,17 +69,8 @@ class Explained:
 def _top(contrib: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(m, k) contributions of m distinct history items to k items -> their TOP best
     positive supporters per item: (k, TOP) rows (-1 padding) and weights."""
-    k = contrib.shape[1]
-    rows, weights = np.full((k, TOP), -1, np.int64), np.zeros((k, TOP), np.float32)
-    if not len(items):
-        return rows, weights
-    order = np.argsort(-contrib, axis=0, kind="stable")[:TOP]          # (<=TOP, k)
-    best = np.take_along_axis(contrib, order, axis=0)
-    keep = best > 0
-    t = order.shape[0]
-    rows[:, :t] = np.where(keep, items[order], -1).T
-    weights[:, :t] = np.where(keep, best, 0).T
-    return rows, weights
+    rows, weights = _best(contrib[None].astype(np.float64), np.asarray(items)[None])
+    return rows[0], weights[0]
 
 
 def _distinct(rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,27 +93,13 @@ def _pairs(history: list[np.ndarray], weights: list[np.ndarray], users: np.ndarr
     return key // n_rows, key % n_rows, np.bincount(inverse, weights=w, minlength=len(key))
 
 
-def _top_per_user(pu: np.ndarray, items: np.ndarray, contrib: np.ndarray, n: int):
-    """User-major pairs (user pu, item) with (P, k) contributions -> each user's TOP best
-    positive supporters per column: (n, k, TOP) rows (-1 padding) and weights."""
-    k = contrib.shape[1]
-    rows, weights = np.full((n, k, TOP), -1, np.int64), np.zeros((n, k, TOP), np.float32)
-    first = np.searchsorted(pu, pu)                       # each pair's user's first pair
-    for c in range(k):
-        order = np.lexsort((-contrib[:, c], pu))
-        place = np.arange(len(pu)) - first[order]
-        keep = (place < TOP) & (contrib[order, c] > 0)
-        sel = order[keep]
-        rows[pu[sel], c, place[keep]] = items[sel]
-        weights[pu[sel], c, place[keep]] = contrib[sel, c]
-    return rows, weights
-
-
 CHUNK = 256      # users per padded (users, history, d) block in pooled_vector
 
 
 def pooled_vector(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) -> Explained:
-    """`vector` for pooled queries: each history item's exact share of the score."""
+    """`vector` for pooled queries: each distinct history item's exact occlusion, the
+    score drop when all its events leave the history (the query S = sum w v renormalised
+    without it), in closed form from dot products: no extra pass."""
     n, k = rec_rows.shape
     out, space = Explained.empty(n, k, "recent_item"), ev.vectors(item_vectors)
     for s in range(0, n, CHUNK):
@@ -129,15 +110,23 @@ def pooled_vector(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) 
         # each user's distinct items (weighted) against its own k items: one small product
         # per user (numpy's stacked matmul), the histories padded to the chunk's longest
         pos = np.arange(len(pu)) - np.searchsorted(pu, pu)
-        padded = np.zeros((len(users), pos.max() + 1, space.shape[1]))    # float64: the
-        padded[pu, pos] = space[items] * w[:, None]    # same shares whatever the list length
+        padded = np.zeros((len(users), pos.max() + 1, space.shape[1]), np.float32)
+        padded[pu, pos] = space[items] * w[:, None].astype(np.float32)
         cited = np.full(padded.shape[:2], -1, np.int64)
         cited[pu, pos] = items
-        norm = np.maximum(np.linalg.norm(padded.sum(1), axis=1), 1e-12)
-        targets = item_vectors[np.maximum(rec_rows[users], 0)].astype(np.float64)  # (b, k, d)
-        share = np.matmul(padded, targets.transpose(0, 2, 1)) / norm[:, None, None]
-        share[cited < 0] = -np.inf                                        # (b, L, k)
-        out.because[users], out.weights[users] = _best(share, cited)
+        total = padded.sum(1)                                             # S, (b, d)
+        norm2 = np.einsum("bd,bd->b", total, total)
+        targets = item_vectors[np.maximum(rec_rows[users], 0)]            # (b, k, d)
+        part = np.matmul(padded, targets.transpose(0, 2, 1))              # u_i . e
+        score = np.einsum("bd,bkd->bk", total, targets)                   # S . e
+        # without item i the query is S - u_i, renormalised: the score it would have
+        rest2 = (norm2[:, None] - 2 * np.einsum("bld,bd->bl", padded, total)
+                 + np.einsum("bld,bld->bl", padded, padded))
+        rest = np.sqrt(np.maximum(rest2, 0))[:, :, None]
+        after = np.where(rest > 1e-6, (score[:, None, :] - part) / np.maximum(rest, 1e-12), 0)
+        drop = score[:, None, :] / np.sqrt(np.maximum(norm2, 1e-24))[:, None, None] - after
+        drop[cited < 0] = -np.inf                                         # (b, L, k)
+        out.because[users], out.weights[users] = _best(drop.astype(np.float32), cited)
     out.because[rec_rows < 0] = -1
     out.weights[rec_rows < 0] = 0
     return out
@@ -228,8 +217,12 @@ def segment(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) -> Exp
         uniq, at = np.unique(items, return_inverse=True)
         close = (space[uniq].astype(np.float64) @ ev.centroids.T.astype(np.float64))[
             at, ev.segments[pu]]                                      # (P,)
-        rows, weights = _top_per_user(pu, items, (w * close)[:, None], n)
-        out.because[:], out.weights[:] = rows, weights               # (n, 1, TOP) to k
+        pos = np.arange(len(pu)) - np.searchsorted(pu, pu)
+        pull = np.full((n, pos.max() + 1, 1), -np.inf)
+        pull[pu, pos, 0] = w * close
+        cited = np.full(pull.shape[:2], -1, np.int64)
+        cited[pu, pos] = items
+        out.because[:], out.weights[:] = _best(pull, cited)       # (n, 1, TOP) to k
     out.because[rec_rows < 0] = -1
     out.weights[rec_rows < 0] = 0
     return out

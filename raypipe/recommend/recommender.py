@@ -94,8 +94,10 @@ class Recommender:
         ranked = {s: out[s].prefix(want) for s in strategies}
         if evidence is None:
             return ranked
+        # explained at cfg.k, then cut: a shorter answer's reasons are exactly the prefix
         from raypipe.recommend.explain import explain_all
-        return ranked, explain_all(self, ranked, evidence, parts)
+        why = explain_all(self, {s: out[s] for s in strategies}, evidence, parts)
+        return ranked, {s: e.prefix(want) for s, e in why.items()}
 
     def _lists(self, vectors, segments, excluded: ExcludedRows, k, strategies,
                interests) -> dict[str, Ranked]:

@@ -1,9 +1,10 @@
 """recommend/explain.py on tiny hand-made cases: every strategy's reason and evidence (the
-cited items are in the history; pooled shares add up to the score; co-occurrence evidence is
-the counted pairs; segment evidence is the user's segment and its own items; blend takes its
-largest component's), and the table's columns."""
+cited items are in the history; pooled weights are the exact score drop without them;
+co-occurrence evidence is the counted pairs; segment evidence is the user's segment and its
+own items; blend takes its largest component's), and the table's columns."""
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from raypipe.config import RecommendConfig
 from raypipe.recommend import explain
@@ -36,8 +37,8 @@ def _query(history, weights):
     return (q / np.linalg.norm(q))[None].astype(np.float32)
 
 
-def test_pooled_vector_shares_add_up_to_the_score_and_cite_the_history():
-    history, w = [0, 3], [0.2, 1.0]                  # the scarf is the recent, heavy one
+def test_pooled_vector_weights_are_the_exact_score_drop_without_each_item():
+    history, w = [0, 3, 0], [0.2, 1.0, 0.4]        # the scarf is the heavy one; 0 twice
     ranked, why = _rec(("vector",)).recommend(_query(history, w), np.array([0]),
                                               [{0, 3}], evidence=_evidence([history], [w]))
     rows, scores = ranked["vector"][0]
@@ -46,11 +47,14 @@ def test_pooled_vector_shares_add_up_to_the_score_and_cite_the_history():
     assert exp.reason[0, 0] == explain.REASONS.index("recent_item")
     assert exp.because[0, 0, 0] == 3                 # the scarf explains the scarf
     assert exp.because[0, 1, 0] == 0                 # the shoe explains the shoe
-    for c in range(2):
-        cited = exp.weights[0, c][exp.because[0, c] >= 0]
-        assert set(exp.because[0, c][exp.because[0, c] >= 0]) <= set(history)
-        # both history items add positively here: their shares are the whole score
-        np.testing.assert_allclose(cited.sum(), scores[c], rtol=1e-5)
+    for c, item in enumerate(rows):
+        for cited, weight in zip(exp.because[0, c], exp.weights[0, c]):
+            if cited < 0:
+                continue
+            assert cited in history
+            keep = [j for j, h in enumerate(history) if h != cited]    # all its events
+            after = _query([history[j] for j in keep], [w[j] for j in keep])[0] @ V[item]
+            assert weight == pytest.approx(scores[c] - after, abs=1e-5)
 
 
 def test_cooccurrence_evidence_is_the_counted_pairs_with_the_recency_decay():
