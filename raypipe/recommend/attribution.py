@@ -93,7 +93,7 @@ def _pairs(history: list[np.ndarray], weights: list[np.ndarray], users: np.ndarr
     return key // n_rows, key % n_rows, np.bincount(inverse, weights=w, minlength=len(key))
 
 
-CHUNK = 256      # users per padded (users, history, d) block in pooled_vector
+CHUNK = 128      # users per padded (users, history, d) block in pooled_vector
 
 
 def pooled_vector(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) -> Explained:
@@ -110,13 +110,15 @@ def pooled_vector(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) 
         # each user's distinct items (weighted) against its own k items: one small product
         # per user (numpy's stacked matmul), the histories padded to the chunk's longest
         pos = np.arange(len(pu)) - np.searchsorted(pu, pu)
-        padded = np.zeros((len(users), pos.max() + 1, space.shape[1]), np.float32)
-        padded[pu, pos] = space[items] * w[:, None].astype(np.float32)
+        # float64: the drop is a difference of two near scores, and the batch and the
+        # service (other chunk shapes, so other rounding) must cite the same items
+        padded = np.zeros((len(users), pos.max() + 1, space.shape[1]))
+        padded[pu, pos] = space[items] * w[:, None]
         cited = np.full(padded.shape[:2], -1, np.int64)
         cited[pu, pos] = items
         total = padded.sum(1)                                             # S, (b, d)
         norm2 = np.einsum("bd,bd->b", total, total)
-        targets = item_vectors[np.maximum(rec_rows[users], 0)]            # (b, k, d)
+        targets = item_vectors[np.maximum(rec_rows[users], 0)].astype(np.float64)
         part = np.matmul(padded, targets.transpose(0, 2, 1))              # u_i . e
         score = np.einsum("bd,bkd->bk", total, targets)                   # S . e
         # without item i the query is S - u_i, renormalised: the score it would have
