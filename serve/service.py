@@ -232,7 +232,7 @@ class ProfileService:
         segments = np.array([segment])
         ev = evidence(rows, event_types, self.users, segments, self.segmentation, item_segment,
                       self.cfg.user, r, self.cfg.profiles.top_interests, space,
-                      new_items[2]) if r.explain else None
+                      new_items[2], interests) if r.explain else None
         out = self.recommender.recommend(query, segments, exclude, k, (strategy,), interests,
                                          rows, evidence=ev)
         ranked, explained = out if ev is not None else (out, None)

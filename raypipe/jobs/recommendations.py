@@ -42,7 +42,8 @@ def _recommend(batch: pa.Table, catalogue, model, rankings) -> pa.Table:
         idx, batch["event_types"], m.item_segment, cat.vectors, m.segmentation.n_segments,
         m.profiles.top_interests, m.user, r) if "multi" in r.strategies else None
     ev = evidence(idx, batch["event_types"], m.users, seg, m.segmentation, m.item_segment,
-                  m.user, r, m.profiles.top_interests, cat.vectors) if r.explain else None
+                  m.user, r, m.profiles.top_interests, cat.vectors,
+                  interests_made=interests) if r.explain else None
     out = rec.recommend(vectors, seg, purchased(idx, batch["event_types"], r.exclude_purchased),
                         interests=interests, history=idx, evidence=ev)
     ranked, explained = out if ev is not None else (out, None)

@@ -150,13 +150,11 @@ def load_user_model(users: Stage, items: Stage, embeddings: Stage, user_repr: st
     """A finished users stage -> (its UserModel, the catalogue in the space items are
     ranked in: the encoder's item vectors for encoder users, else the text vectors)."""
     catalogue = catalogue_of(items, embeddings)
+    kept = users.info.get("user_repr", user_repr)      # pooled where they beat the encoder
     trained = TrainedEncoder.from_bytes(users.folder.read_bytes("encoder.pt"),
                                         catalogue.vectors) \
-        if users.folder.exists("encoder.pt") else None
-    if users.info.get("user_repr", user_repr) != "encoder":
-        trained = None                  # trained, but pooled vectors beat it
-    model = UserModel(users.info.get("user_repr", user_repr), user, query_half_life,
-                      catalogue.vectors, catalogue.texts, trained)
+        if kept == "encoder" and users.folder.exists("encoder.pt") else None
+    model = UserModel(kept, user, query_half_life, catalogue.vectors, catalogue.texts, trained)
     if users.folder.exists("item_vectors.parquet"):
         vectors = users.folder.read("item_vectors")
         assert vectors["item_id"].to_pylist() == catalogue.item_ids, \

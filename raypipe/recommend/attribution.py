@@ -256,7 +256,7 @@ def interest(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) -> Ex
     return out
 
 
-def blend(parts_rows: np.ndarray, components: dict, choose: np.ndarray) -> Explained:
+def blend(components: dict, choose: np.ndarray) -> Explained:
     """`blend`: `choose` (n, k) the index of the component (0 vector, 1 segment, 2
     co-occurrence) that adds most to each item; `components` those three Explained."""
     reasons = [components[c] for c in ("vector", "segment", "cooccurrence")]

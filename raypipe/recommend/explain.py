@@ -13,7 +13,7 @@ from raypipe.recommend.attribution import (
     occluded_vector, pooled_vector, segment)
 
 __all__ = ["REASONS", "TOP", "EXPLANATIONS", "Evidence", "Explained", "explain_all",
-           "columns", "sentence", "cooccurrence", "interest", "segment", "pooled_vector"]
+           "columns", "cooccurrence", "interest", "segment", "pooled_vector"]
 
 EXPLANATIONS = pa.schema([("reason", pa.string()), ("because", pa.list_(pa.string())),
                           ("because_weights", pa.list_(pa.float32())),
@@ -34,8 +34,7 @@ def explain_all(rec, ranked: dict, ev: Evidence, parts) -> dict[str, Explained]:
                for s, a, b in zip(wanted, at[:-1], at[1:])}
     out, seg = {}, None
     if {"segment", "blend"} & set(ranked):       # the same for every item of a user
-        rows = ranked["segment" if "segment" in ranked else "blend"].rows
-        seg = segment(np.zeros((rows.shape[0], 1), np.int64), ev, rec.item_vectors)
+        seg = segment(np.zeros((len(ev.history), 1), np.int64), ev, rec.item_vectors)
     for strategy, r in ranked.items():
         if strategy == "vector":
             out[strategy] = vec["vector"]
@@ -45,8 +44,8 @@ def explain_all(rec, ranked: dict, ev: Evidence, parts) -> dict[str, Explained]:
             out[strategy] = interest(r.rows, ev, rec.item_vectors)
         elif strategy == "blend":
             co = cooccurrence(r.rows, ev, rec.followers, rec.cfg.cooccurrence_recent)
-            out[strategy] = blend(r.rows, {"vector": vec["blend"], "cooccurrence": co,
-                                           "segment": _spread(seg, r.rows)},
+            out[strategy] = blend({"vector": vec["blend"], "cooccurrence": co,
+                                   "segment": _spread(seg, r.rows)},
                                   blend_choice(parts, r.rows, rec.blend_weights))
     return out
 
@@ -63,7 +62,7 @@ def _spread(seg: Explained, rows: np.ndarray) -> Explained:
 def columns(exp: Explained, u: np.ndarray, c: np.ndarray, item_ids: pa.Array,
             texts: list[str] | None, segments: np.ndarray | None) -> dict:
     """The explanation columns of the rows (u, c) of one strategy's list (vectorised; the
-    sentences are `sentence`'s, built with Arrow's string kernels)."""
+    sentences built with Arrow's string kernels, `_sentences`)."""
     because, weights = exp.because[u, c], exp.weights[u, c]
     keep = because >= 0
     offsets = pa.array(np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int32))
@@ -77,8 +76,10 @@ def columns(exp: Explained, u: np.ndarray, c: np.ndarray, item_ids: pa.Array,
 
 def _sentences(reason: np.ndarray, because: np.ndarray, texts, item_ids: pa.Array,
                segments: np.ndarray | None) -> pa.Array:
-    """`sentence` for every row at once: the first two cited items' short texts, quoted,
-    in the reason's template."""
+    """Every row's sentence at once, from the first two cited items' short texts, quoted
+    ('A' and 'B'): "Often chosen after ..." (bought_together), "For your interest in ..."
+    (interest), "Popular with shoppers like you (segment S)[, who also like ...]"
+    (segment), else "Because of ...", or "Close to your recent activity" with none."""
     import pyarrow.compute as pc
     names = []
     uniq = np.unique(because[:, :2][because[:, :2] >= 0])
@@ -107,20 +108,6 @@ def _sentences(reason: np.ndarray, because: np.ndarray, texts, item_ids: pa.Arra
     segment_text = pc.if_else(has, pc.binary_join_element_wise(popular, ", who also like ",
                                                                quoted, ""), popular)
     return pc.if_else(code["segment"], segment_text, out)
-
-
-def sentence(reason: str, texts: list[str], segment: int | None) -> str:
-    """A short sentence from the cited items' texts (best first)."""
-    names = [_short(t) for t in texts[:2]]
-    cited = " and ".join(f"'{t}'" for t in names)
-    if reason == "bought_together" and names:
-        return f"Often chosen after {cited}"
-    if reason == "segment":
-        return f"Popular with shoppers like you (segment {segment})" + (
-            f", who also like {cited}" if names else "")
-    if reason == "interest" and names:
-        return f"For your interest in {cited}"
-    return f"Because of {cited}" if names else "Close to your recent activity"
 
 
 def _short(text: str, limit: int = 60) -> str:

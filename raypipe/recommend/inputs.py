@@ -106,12 +106,14 @@ def interest_queries(item_index: list[np.ndarray], event_types, item_segment: np
 
 def evidence(rows: list[np.ndarray], event_types, model, segments: np.ndarray,
              segmentation, item_segment: np.ndarray, user: UserConfig, cfg: RecommendConfig,
-             top_interests: int, space: np.ndarray, extra_text: np.ndarray | None = None):
+             top_interests: int, space: np.ndarray, extra_text: np.ndarray | None = None,
+             interests_made: tuple | None = None):
     """A batch's explain.Evidence: history rows (into `space`, the catalogue's item vectors
     plus any new items'), each event's weight in a pooled query (None for the encoder),
-    its profile weight, the users' segments and the centroids, `multi`'s interests, and
-    for encoder users with recommend.explain_occlusion, the occlusion differences
-    (`extra_text`: the new items' text vectors)."""
+    its profile weight, the users' segments and the centroids, `multi`'s interests (where
+    the caller made `interest_queries`, `interests_made`), and for encoder users with
+    recommend.explain_occlusion, the occlusion differences (`extra_text`: the new items'
+    text vectors)."""
     from raypipe.recommend.explain import Evidence
     from raypipe.segments.profiles import interests
     recent = history_weights(event_types,
@@ -124,11 +126,9 @@ def evidence(rows: list[np.ndarray], event_types, model, segments: np.ndarray,
     if model.kind == "encoder" and cfg.explain_occlusion:
         ev.occlusion = model.occlusion(rows, event_types, cfg.explain_occlusion,
                                        extra_text=extra_text)
-    if "multi" in cfg.strategies:
+    if interests_made is not None:
         segs, _ = interests(rows, ev.taste_weights, item_segment, segmentation.n_segments,
                             top_interests)
         ev.interest_segments, ev.item_segment = segs, item_segment
-        ev.interest_queries = interest_queries(rows, event_types, item_segment, space,
-                                               segmentation.n_segments, top_interests, user,
-                                               cfg)[0]
+        ev.interest_queries = interests_made[0]
     return ev
