@@ -93,7 +93,7 @@ def _pairs(history: list[np.ndarray], weights: list[np.ndarray], users: np.ndarr
     return key // n_rows, key % n_rows, np.bincount(inverse, weights=w, minlength=len(key))
 
 
-CHUNK = 128      # users per padded (users, history, d) block in pooled_vector
+CHUNK = 64      # users per padded (users, history, d) block in pooled_vector
 
 
 def pooled_vector(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) -> Explained:
@@ -102,8 +102,10 @@ def pooled_vector(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) 
     without it), in closed form from dot products: no extra pass."""
     n, k = rec_rows.shape
     out, space = Explained.empty(n, k, "recent_item"), ev.vectors(item_vectors)
+    # chunks of users with histories of about the same length: little padding
+    by_length = np.argsort([len(h) for h in ev.history], kind="stable")
     for s in range(0, n, CHUNK):
-        users = np.arange(s, min(s + CHUNK, n))
+        users = by_length[s:s + CHUNK]
         pu, items, w = _pairs(ev.history, ev.query_weights, users, len(space))
         if not len(pu):
             continue
@@ -120,7 +122,7 @@ def pooled_vector(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) 
         norm2 = np.einsum("bd,bd->b", total, total)
         targets = item_vectors[np.maximum(rec_rows[users], 0)].astype(np.float64)
         part = np.matmul(padded, targets.transpose(0, 2, 1))              # u_i . e
-        score = np.einsum("bd,bkd->bk", total, targets)                   # S . e
+        score = part.sum(1)                                               # S . e
         # without item i the query is S - u_i, renormalised: the score it would have
         rest2 = (norm2[:, None] - 2 * np.einsum("bld,bd->bl", padded, total)
                  + np.einsum("bld,bld->bl", padded, padded))

@@ -79,35 +79,37 @@ def _sentences(reason: np.ndarray, because: np.ndarray, texts, item_ids: pa.Arra
     """Every row's sentence at once, from the first two cited items' short texts, quoted
     ('A' and 'B'): "Often chosen after ..." (bought_together), "For your interest in ..."
     (interest), "Popular with shoppers like you (segment S)[, who also like ...]"
-    (segment), else "Because of ...", or "Close to your recent activity" with none."""
+    (segment), else "Because of ...", or "Close to your recent activity" with none.
+    Built as one join of pieces, each taken from a small table by a per-row code."""
     import pyarrow.compute as pc
-    names = []
-    uniq = np.unique(because[:, :2][because[:, :2] >= 0])
-    short = pa.array([_short(texts[r] if texts is not None else item_ids[int(r)].as_py())
-                      for r in uniq], pa.string())
-    for j in range(2):
-        at = np.searchsorted(uniq, np.maximum(because[:, j], 0))
-        has = because[:, j] >= 0
-        names.append(pc.if_else(pa.array(has), short.take(pa.array(np.minimum(
-            at, max(len(uniq) - 1, 0)))) if len(uniq) else pa.nulls(len(has), pa.string()),
-            pa.scalar(None, pa.string())))
-    one = pc.binary_join_element_wise("'", names[0], "'", "")
-    two = pc.binary_join_element_wise("'", names[0], "' and '", names[1], "'", "")
-    quoted = pc.coalesce(two, one)
-    has = pc.is_valid(quoted)
-    seg = pa.array(np.zeros(len(reason), np.int64) if segments is None else segments)
-    popular = pc.binary_join_element_wise("Popular with shoppers like you (segment ",
-                                          pc.cast(seg, pa.string()), ")", "")
-    code = {r: pa.array(reason == i) for i, r in enumerate(REASONS)}
-    fallback = pc.if_else(has, pc.binary_join_element_wise("Because of ", quoted, ""),
-                          "Close to your recent activity")
-    out = pc.if_else(pc.and_(code["bought_together"], has), pc.binary_join_element_wise(
-        "Often chosen after ", quoted, ""), fallback)
-    out = pc.if_else(pc.and_(code["interest"], has), pc.binary_join_element_wise(
-        "For your interest in ", quoted, ""), out)
-    segment_text = pc.if_else(has, pc.binary_join_element_wise(popular, ", who also like ",
-                                                               quoted, ""), popular)
-    return pc.if_else(code["segment"], segment_text, out)
+    n = len(reason)
+    cited = because[:, :2]
+    uniq = np.unique(cited[cited >= 0])
+    short = pa.array([""] + [_short(texts[r] if texts is not None else item_ids[int(r)].as_py())
+                             for r in uniq], pa.string())
+    # the names: 0 is "" (no such citation), else 1 + the item's place in `uniq`
+    name = [pa.array(np.where(cited[:, j] >= 0, 1 + np.searchsorted(uniq, np.maximum(
+        cited[:, j], 0)), 0).astype(np.int32)) for j in range(2)]
+    count = (cited >= 0).sum(1)                                          # 0, 1 or 2 names
+    is_segment = reason == REASONS.index("segment")
+    lead = np.full(n, 3, np.int8)                                        # "Because of '"
+    lead[reason == REASONS.index("bought_together")] = 1
+    lead[reason == REASONS.index("interest")] = 2
+    lead[count == 0] = 0
+    lead[is_segment] = 4
+    leads = pa.array(["Close to your recent activity", "Often chosen after '",
+                      "For your interest in '", "Because of '",
+                      "Popular with shoppers like you (segment "])
+    seg = pc.cast(pa.array(np.zeros(n, np.int64) if segments is None else segments),
+                  pa.string())
+    seg_part = pc.if_else(pa.array(is_segment), seg, "")
+    close = pa.array(["", ")", "), who also like '"]).take(
+        pa.array(np.where(is_segment, np.where(count > 0, 2, 1), 0).astype(np.int8)))
+    middle = pa.array(["", "'", "' and '"]).take(pa.array(count.astype(np.int8)))
+    end = pa.array(["", "'"]).take(pa.array((count == 2).astype(np.int8)))
+    return pc.binary_join_element_wise(
+        leads.take(pa.array(lead)), seg_part, close, short.take(name[0]), middle,
+        short.take(name[1]), end, "")
 
 
 def _short(text: str, limit: int = 60) -> str:
