@@ -88,8 +88,7 @@ def _sentences(reason: np.ndarray, because: np.ndarray, texts, item_ids: pa.Arra
     short = pa.array([""] + [_short(texts[r] if texts is not None else item_ids[int(r)].as_py())
                              for r in uniq], pa.string())
     # the names: 0 is "" (no such citation), else 1 + the item's place in `uniq`
-    name = [pa.array(np.where(cited[:, j] >= 0, 1 + np.searchsorted(uniq, np.maximum(
-        cited[:, j], 0)), 0).astype(np.int32)) for j in range(2)]
+    name = np.where(cited >= 0, 1 + np.searchsorted(uniq, cited), 0).astype(np.int32)
     count = (cited >= 0).sum(1)                                          # 0, 1 or 2 names
     is_segment = reason == REASONS.index("segment")
     lead = np.full(n, 3, np.int8)                                        # "Because of '"
@@ -108,8 +107,8 @@ def _sentences(reason: np.ndarray, because: np.ndarray, texts, item_ids: pa.Arra
     middle = pa.array(["", "'", "' and '"]).take(pa.array(count.astype(np.int8)))
     end = pa.array(["", "'"]).take(pa.array((count == 2).astype(np.int8)))
     return pc.binary_join_element_wise(
-        leads.take(pa.array(lead)), seg_part, close, short.take(name[0]), middle,
-        short.take(name[1]), end, "")
+        leads.take(pa.array(lead)), seg_part, close, short.take(pa.array(name[:, 0])),
+        middle, short.take(pa.array(name[:, 1])), end, "")
 
 
 def _short(text: str, limit: int = 60) -> str:
