@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from raypipe.recommend.attribution import REASONS
+
 
 def score_items(service, rows: np.ndarray, types: list, items: np.ndarray, strategy: str):
     """The scores `strategy` gives catalogue rows `items` for a history (rows, types), and
@@ -126,13 +128,25 @@ def main(argv=None) -> int:
                                             [x for x, k in zip(types, keep) if k],
                                             np.array([item]), strategy)
                         drops.append((base[c] - s[0], rk[0] - base_rank[c]))
-                    key = (name, strategy)
-                    tally = results.setdefault(key, {"n": 0, "score": 0, "rank": 0,
-                                                     "rank_tied": 0})
-                    tally["n"] += 1
-                    tally["score"] += drops[0][0] > drops[1][0]
-                    tally["rank"] += drops[0][1] > drops[1][1]
-                    tally["rank_tied"] += drops[0][1] == drops[1][1]
+                    keys = [(name, strategy)]
+                    if name == "raypipe":
+                        why = REASONS[int(explained[strategy].reason[0, c])]
+                        keys.append((name, f"{strategy}:{why}"))
+                    for key in keys:
+                        count(results, key, drops)
+    report(results, done, args, service, cost)
+    return 0
+
+
+def count(results: dict, key, drops) -> None:
+    tally = results.setdefault(key, {"n": 0, "score": 0, "rank": 0, "rank_tied": 0})
+    tally["n"] += 1
+    tally["score"] += drops[0][0] > drops[1][0]
+    tally["rank"] += drops[0][1] > drops[1][1]
+    tally["rank_tied"] += drops[0][1] == drops[1][1]
+
+
+def report(results: dict, done: int, args, service, cost: dict) -> None:
     for (name, strategy), t in sorted(results.items()):
         print(json.dumps({"bench": "explain_faithfulness", "artifacts": args.artifacts,
                           "user_repr": service.cfg.user_repr, "method": name,
@@ -146,7 +160,6 @@ def main(argv=None) -> int:
                       "seconds_per_1000_users_explained": round(1000 * cost["explain"] / done,
                                                                 3),
                       "ratio": round(cost["explain"] / max(cost["plain"], 1e-9), 3)}))
-    return 0
 
 
 if __name__ == "__main__":

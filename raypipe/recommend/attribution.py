@@ -27,6 +27,9 @@ import numpy as np
 
 REASONS = ("recent_item", "bought_together", "segment", "interest")
 TOP = 3                  # history items cited per recommendation, at most
+# support below this is rounding (e.g. an event 40 back at a query half-life of 1 moves a
+# score by ~1e-12): not cited, so the batch and the service (other rounding) agree
+MIN_WEIGHT = 1e-9
 
 
 @dataclasses.dataclass
@@ -44,6 +47,12 @@ class Evidence:
     recent_weights: list[np.ndarray] | None = None     # multi: each event's query weight
     # the vectors history rows index: the catalogue's, plus items new to the service
     space: np.ndarray | None = None
+    # pooled: the recency half-lives of the query and taste weights (exact occlusion
+    # re-ages the later events; None: the weights stay), and the segmentation (blend's
+    # segment drop: which segment the taste without an item falls in)
+    query_half_life: float | None = None
+    taste_half_life: float | None = None
+    segmentation: object | None = None
 
     def vectors(self, item_vectors: np.ndarray) -> np.ndarray:
         return item_vectors if self.space is None else self.space
@@ -69,7 +78,7 @@ class Explained:
 def _top(contrib: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(m, k) contributions of m distinct history items to k items -> their TOP best
     positive supporters per item: (k, TOP) rows (-1 padding) and weights."""
-    rows, weights = _best(contrib[None].astype(np.float64), np.asarray(items)[None])
+    rows, weights = best(contrib[None].astype(np.float64), np.asarray(items)[None])
     return rows[0], weights[0]
 
 
@@ -93,57 +102,14 @@ def _pairs(history: list[np.ndarray], weights: list[np.ndarray], users: np.ndarr
     return key // n_rows, key % n_rows, np.bincount(inverse, weights=w, minlength=len(key))
 
 
-CHUNK = 64      # users per padded (users, history, d) block in pooled_vector
-
-
-def pooled_vector(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) -> Explained:
-    """`vector` for pooled queries: each distinct history item's exact occlusion, the
-    score drop when all its events leave the history (the query S = sum w v renormalised
-    without it), in closed form from dot products: no extra pass."""
-    n, k = rec_rows.shape
-    out, space = Explained.empty(n, k, "recent_item"), ev.vectors(item_vectors)
-    # chunks of users with histories of about the same length: little padding
-    by_length = np.argsort([len(h) for h in ev.history], kind="stable")
-    for s in range(0, n, CHUNK):
-        users = by_length[s:s + CHUNK]
-        pu, items, w = _pairs(ev.history, ev.query_weights, users, len(space))
-        if not len(pu):
-            continue
-        # each user's distinct items (weighted) against its own k items: one small product
-        # per user (numpy's stacked matmul), the histories padded to the chunk's longest
-        pos = np.arange(len(pu)) - np.searchsorted(pu, pu)
-        # float64: the drop is a difference of two near scores, and the batch and the
-        # service (other chunk shapes, so other rounding) must cite the same items
-        padded = np.zeros((len(users), pos.max() + 1, space.shape[1]))
-        padded[pu, pos] = space[items] * w[:, None]
-        cited = np.full(padded.shape[:2], -1, np.int64)
-        cited[pu, pos] = items
-        total = padded.sum(1)                                             # S, (b, d)
-        norm2 = np.einsum("bd,bd->b", total, total)
-        targets = item_vectors[np.maximum(rec_rows[users], 0)].astype(np.float64)
-        part = np.matmul(padded, targets.transpose(0, 2, 1))              # u_i . e
-        score = part.sum(1)                                               # S . e
-        # without item i the query is S - u_i, renormalised: the score it would have
-        rest2 = (norm2[:, None] - 2 * np.einsum("bld,bd->bl", padded, total)
-                 + np.einsum("bld,bld->bl", padded, padded))
-        rest = np.sqrt(np.maximum(rest2, 0))[:, :, None]
-        after = np.where(rest > 1e-6, (score[:, None, :] - part) / np.maximum(rest, 1e-12), 0)
-        drop = score[:, None, :] / np.sqrt(np.maximum(norm2, 1e-24))[:, None, None] - after
-        drop[cited < 0] = -np.inf                                         # (b, L, k)
-        out.because[users], out.weights[users] = _best(drop.astype(np.float32), cited)
-    out.because[rec_rows < 0] = -1
-    out.weights[rec_rows < 0] = 0
-    return out
-
-
-def _best(share: np.ndarray, cited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def best(share: np.ndarray, cited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(b, L, k) each of b users' L items' shares of k scores, (b, L) the items -> the TOP
     best positive per score: (b, k, TOP) rows (-1 padding) and weights."""
     t = min(TOP, share.shape[1])
     order = np.argsort(-share, axis=1, kind="stable")[:, :t]              # (b, t, k)
     best = np.take_along_axis(share, order, axis=1)
     rows = np.take_along_axis(np.broadcast_to(cited[:, :, None], share.shape), order, axis=1)
-    keep = best > 0
+    keep = best > MIN_WEIGHT
     b, _, k = share.shape
     out_rows, out_weights = np.full((b, k, TOP), -1, np.int64), np.zeros((b, k, TOP), np.float32)
     out_rows[:, :, :t] = np.where(keep, rows, -1).transpose(0, 2, 1)
@@ -203,7 +169,7 @@ def cooccurrence(rec_rows: np.ndarray, ev: Evidence, followers, recent: int) -> 
         np.add.at(term, (np.flatnonzero(move), first[move]), term[move, j])
         term[move, j] = 0
     share = term / np.maximum(term.sum(1, keepdims=True), 1e-12)          # (n, recent, k)
-    out.because[:], out.weights[:] = _best(share, latest)
+    out.because[:], out.weights[:] = best(share, latest)
     out.because[rec_rows < 0] = -1
     out.weights[rec_rows < 0] = 0
     return out
@@ -226,7 +192,7 @@ def segment(rec_rows: np.ndarray, ev: Evidence, item_vectors: np.ndarray) -> Exp
         pull[pu, pos, 0] = w * close
         cited = np.full(pull.shape[:2], -1, np.int64)
         cited[pu, pos] = items
-        out.because[:], out.weights[:] = _best(pull, cited)       # (n, 1, TOP) to k
+        out.because[:], out.weights[:] = best(pull, cited)       # (n, 1, TOP) to k
     out.because[rec_rows < 0] = -1
     out.weights[rec_rows < 0] = 0
     return out

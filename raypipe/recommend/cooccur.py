@@ -102,19 +102,17 @@ class Followers:
         """Per user catalogue rows, oldest first -> (n_users, n_items) sparse scores in
         [0, 1] (`scaled`; else the summed, halved counts). Rows past the catalogue (items
         new to the service) have no followers."""
-        n = len(item_index)
-        users, cols, weights = [], [], []
-        for u, rows in enumerate(item_index):
-            latest = np.asarray(rows, np.int64)[::-1][:recent]
-            known = latest < self.n_items
-            users.append(np.full(known.sum(), u))
-            cols.append(latest[known])
-            weights.append(0.5 ** np.flatnonzero(known))
-        if not n:
+        if not len(item_index):
             return sparse.csr_matrix((0, self.n_items), dtype=np.float32)
-        start = sparse.csr_matrix((np.concatenate(weights).astype(np.float32),
-                                   (np.concatenate(users), np.concatenate(cols))),
-                                  shape=(n, self.n_items))
+        return self.scores_of(*latest(item_index, recent), len(item_index), scaled)
+
+    def scores_of(self, users: np.ndarray, cols: np.ndarray, weights: np.ndarray, n: int,
+                  scaled: bool = True) -> sparse.csr_matrix:
+        """`scores` from each user's latest events already weighted: (user, row, weight)
+        entries -> (n, n_items)."""
+        known = cols < self.n_items
+        start = sparse.csr_matrix((weights[known].astype(np.float32),
+                                   (users[known], cols[known])), shape=(n, self.n_items))
         out = (start @ self.matrix).tocsr()
         out.sum_duplicates()
         sizes = np.diff(out.indptr)
@@ -122,3 +120,50 @@ class Followers:
             best = np.maximum.reduceat(out.data, out.indptr[:-1][sizes > 0])
             out.data = out.data / np.repeat(best, sizes[sizes > 0])
         return out
+
+    def counts(self, items: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """(m,) rows, (m, k) rows -> (m, k) float64 how often each target followed its row
+        (0 for -1 and rows past the catalogue, on either side)."""
+        inside = (targets >= 0) & (targets < self.n_items) & (items < self.n_items)[:, None]
+        got = np.zeros(targets.shape)
+        m, j = np.nonzero(inside)
+        if len(m):
+            got[m, j] = np.asarray(self.matrix[items[m], targets[m, j]], np.float64).ravel()
+        return got
+
+    def row_max(self, users: np.ndarray, cols: np.ndarray, weights: np.ndarray,
+                n: int) -> np.ndarray:
+        """(user, row, weight) entries -> (n,) the largest unscaled score in each user's row
+        (what `scores` divides by), 1 where the row is empty."""
+        known = cols < self.n_items
+        start = sparse.csr_matrix((weights[known].astype(np.float32),
+                                   (users[known], cols[known])), shape=(n, self.n_items))
+        rows = (start @ self.matrix).tocsr()
+        sizes = np.diff(rows.indptr)
+        best = np.ones(n)
+        if rows.nnz:
+            best[sizes > 0] = np.maximum.reduceat(rows.data, rows.indptr[:-1][sizes > 0])
+        return best
+
+    def scores_at(self, users: np.ndarray, cols: np.ndarray, weights: np.ndarray,
+                  targets: np.ndarray) -> np.ndarray:
+        """`scores` read at `targets` (n, k) rows only, from (user, row, weight) entries ->
+        (n, k) float64, without building the rows (only their maxima, to scale)."""
+        n, k = targets.shape
+        got = self.counts(cols, targets[users]) * np.asarray(weights, np.float64)[:, None]
+        out = np.zeros((n, k))
+        np.add.at(out, users, got)
+        return out / self.row_max(users, cols, weights, n)[:, None]
+
+
+def latest(item_index: list[np.ndarray], recent: int):
+    """Per user catalogue rows, oldest first -> the `recent` latest events of each as
+    (user, row, 0.5 ** steps back) entries, newest first: what co-occurrence scores."""
+    n = len(item_index)
+    lengths = np.array([len(r) for r in item_index], np.int64)
+    take = np.minimum(lengths, recent)
+    back = np.arange(int(take.sum())) - np.repeat(np.cumsum(take) - take, take)
+    flat = np.concatenate(item_index).astype(np.int64, copy=False) if lengths.sum() else \
+        np.zeros(0, np.int64)
+    cols = flat[np.repeat(np.cumsum(lengths), take) - 1 - back]
+    return np.repeat(np.arange(n), take), cols, 0.5 ** back

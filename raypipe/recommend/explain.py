@@ -5,15 +5,18 @@ from their texts, as table columns and service fields. Knows nothing about Ray; 
 job and the service both explain here."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 
 from raypipe.recommend.attribution import (
     REASONS, TOP, Evidence, Explained, blend, blend_choice, cooccurrence, interest,
-    occluded_vector, pooled_vector, segment)
+    occluded_vector, segment)
+from raypipe.recommend.occlusion import pooled
 
 __all__ = ["REASONS", "TOP", "EXPLANATIONS", "Evidence", "Explained", "explain_all",
-           "columns", "cooccurrence", "interest", "segment", "pooled_vector"]
+           "columns", "cooccurrence", "interest", "segment"]
 
 EXPLANATIONS = pa.schema([("reason", pa.string()), ("because", pa.list_(pa.string())),
                           ("because_weights", pa.list_(pa.float32())),
@@ -22,13 +25,17 @@ EXPLANATIONS = pa.schema([("reason", pa.string()), ("because", pa.list_(pa.strin
 
 def explain_all(rec, ranked: dict, ev: Evidence, parts) -> dict[str, Explained]:
     """A Recommender's answer for a batch -> {strategy: Explained}. The lists that need
-    `vector` evidence (vector's, blend's) are explained in one pass, side by side."""
+    `vector` evidence (vector's, blend's) are explained in one pass, side by side; for
+    pooled users by exact occlusion (occlusion.pooled)."""
     wanted = [s for s in ("vector", "blend") if s in ranked]
     vec = {}
-    if wanted:
+    if ev.query_weights is not None and wanted:       # pooled: exact, both in one pass
+        choose = blend_choice(parts, ranked["blend"].rows, rec.blend_weights) \
+            if "blend" in ranked else None
+        vec = pooled(rec, {s: ranked[s].rows for s in wanted}, ev, choose)
+    elif wanted:
         both = np.concatenate([ranked[s].rows for s in wanted], axis=1)
-        got = pooled_vector(both, ev, rec.item_vectors) if ev.query_weights is not None \
-            else occluded_vector(both, ev, rec.item_vectors)
+        got = occluded_vector(both, ev, rec.item_vectors)
         at = np.cumsum([0] + [ranked[s].rows.shape[1] for s in wanted])
         vec = {s: Explained(got.reason[:, a:b], got.because[:, a:b], got.weights[:, a:b])
                for s, a, b in zip(wanted, at[:-1], at[1:])}
@@ -42,6 +49,8 @@ def explain_all(rec, ranked: dict, ev: Evidence, parts) -> dict[str, Explained]:
             out[strategy] = _spread(seg, r.rows)
         elif strategy == "multi":
             out[strategy] = interest(r.rows, ev, rec.item_vectors)
+        elif strategy == "blend" and ev.query_weights is not None:
+            out[strategy] = vec["blend"]
         elif strategy == "blend":
             co = cooccurrence(r.rows, ev, rec.followers, rec.cfg.cooccurrence_recent)
             out[strategy] = blend({"vector": vec["blend"], "cooccurrence": co,
@@ -84,11 +93,15 @@ def _sentences(reason: np.ndarray, because: np.ndarray, texts, item_ids: pa.Arra
     import pyarrow.compute as pc
     n = len(reason)
     cited = because[:, :2]
-    uniq = np.unique(cited[cited >= 0])
+    present = np.zeros(max(int(cited.max(initial=-1)) + 1, 1), bool)
+    present[cited[cited >= 0]] = True
+    uniq = np.flatnonzero(present)
     short = pa.array([""] + [_short(texts[r] if texts is not None else item_ids[int(r)].as_py())
                              for r in uniq], pa.string())
     # the names: 0 is "" (no such citation), else 1 + the item's place in `uniq`
-    name = np.where(cited >= 0, 1 + np.searchsorted(uniq, cited), 0).astype(np.int32)
+    code = np.zeros(len(present), np.int32)
+    code[uniq] = np.arange(1, len(uniq) + 1, dtype=np.int32)
+    name = np.where(cited >= 0, code[np.maximum(cited, 0)], 0)
     count = (cited >= 0).sum(1)                                          # 0, 1 or 2 names
     is_segment = reason == REASONS.index("segment")
     lead = np.full(n, 3, np.int8)                                        # "Because of '"
@@ -111,6 +124,7 @@ def _sentences(reason: np.ndarray, because: np.ndarray, texts, item_ids: pa.Arra
         middle, short.take(pa.array(name[:, 1])), end, "")
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _short(text: str, limit: int = 60) -> str:
     text = str(text).split(" | ")[0].strip()
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"

@@ -122,7 +122,9 @@ def evidence(rows: list[np.ndarray], event_types, model, segments: np.ndarray,
     ev = Evidence(history=rows, query_weights=recent if pooled else None, recent_weights=recent,
                   taste_weights=history_weights(event_types, user), segments=segments,
                   centroids=segmentation.centroids if model.kind != "text" else None,
-                  space=space)
+                  space=space, query_half_life=cfg.query_half_life,
+                  taste_half_life=user.half_life if pooled else None,
+                  segmentation=segmentation if pooled else None)
     if model.kind == "encoder" and cfg.explain_occlusion:
         ev.occlusion = model.occlusion(rows, event_types, cfg.explain_occlusion,
                                        extra_text=extra_text)

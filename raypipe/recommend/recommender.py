@@ -220,6 +220,12 @@ class Recommender:
                               np.arange(len(cand))[:, None] * len(self.item_ids) + safe)
         return BlendParts(cand, invalid, dot, seg_score, co_score)
 
+    def segment_score(self, segments: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(m,) segments, (m, k) catalogue rows -> the segment scores `blend` gives them."""
+        return lookup(self.seg_keys, self.seg_values,
+                      np.asarray(segments, np.int64)[:, None] * len(self.item_ids)
+                      + np.maximum(rows, 0))
+
     def blend(self, parts: BlendParts, segment_weight: float, cooccurrence_weight: float,
               k: int) -> Ranked:
         """Vector score + segment_weight * segment score + cooccurrence_weight *

@@ -45,6 +45,11 @@ class Segmentation:
         return self.nodes[-1]
 
     @property
+    def leaf_segments(self) -> np.ndarray:
+        """(m,) each leaf's segment: a vector's segment is its nearest leaf's."""
+        return self.paths[:, self.main]
+
+    @property
     def n_segments(self) -> int:
         return len(self.centroids)
 

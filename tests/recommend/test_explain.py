@@ -97,6 +97,18 @@ def test_blend_takes_the_reason_of_its_largest_component():
     assert exp.because[0, at, 0] == 0
     other = 1 - at                  # the other item comes from the vector score
     assert exp.reason[0, other] == explain.REASONS.index("recent_item")
+    # the weight is the blended score's exact drop without the cited item: vector part
+    # plus the co-occurrence weight times the co-occurrence part (0 -> 2 is gone)
+    full = _query(history, w)[0] @ V[2] + followers.scores([np.array(history)], 3)[0, 2]
+    short = _query([3], [1.0])[0] @ V[2] + followers.scores([np.array([3])], 3)[0, 2]
+    assert exp.weights[0, at, 0] == pytest.approx(full - short, abs=1e-6)
+
+
+def test_sentences_without_any_citation():
+    exp = explain.Explained.empty(2, 3, "recent_item")
+    got = explain.columns(exp, np.array([0, 1]), np.array([0, 2]), pa.array(IDS), TEXTS, None)
+    assert got["explanation"].to_pylist() == ["Close to your recent activity"] * 2
+    assert got["because"].to_pylist() == [[], []]
 
 
 def test_interest_evidence_is_the_interests_own_items():
