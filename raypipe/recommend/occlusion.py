@@ -52,17 +52,18 @@ def pooled(rec, lists: dict[str, np.ndarray], ev: Evidence, choose: np.ndarray |
             else None
         got = shortened(hist, users, space, rec.item_vectors, rows[users],
                         ev.segmentation.leaves if with_taste else None, own)
-        cited = got.cited
+        cited, drops = got.cited, got.drops
+        if blended:
+            lo, hi = at[names.index("blend")], at[names.index("blend") + 1]
+            co_drop = _spread(co, users, cited) if co is not None else 0.0
+            seg = segment_drops(rec, ev, users, got, rows[users, lo:hi]) if with_taste else 0.0
+            pull = got.closeness if own is not None else np.zeros(cited.shape)
+            drops[:, :, lo:hi] = _blended(drops[:, :, lo:hi], a * seg + b * co_drop, co_drop,
+                                          choose[users], pull, cited)
+        because, weights = best(drops.astype(np.float32), cited)
         for name, lo, hi in zip(names, at[:-1], at[1:]):
-            vec = got.drops[:, :, lo:hi]
-            if name == "blend":
-                co_drop = _spread(co, users, cited) if co is not None else 0.0
-                seg = segment_drops(rec, ev, users, got, rows[users, lo:hi]) \
-                    if with_taste else 0.0
-                pull = got.closeness if own is not None else np.zeros(cited.shape)
-                vec = _blended(vec, a * seg + b * co_drop, co_drop, choose[users], pull, cited)
-            out[name].because[users], out[name].weights[users] = best(
-                vec.astype(np.float32), cited)
+            out[name].because[users], out[name].weights[users] = \
+                because[:, lo:hi], weights[:, lo:hi]
     for name in names:
         out[name].because[lists[name] < 0] = -1
         out[name].weights[lists[name] < 0] = 0
