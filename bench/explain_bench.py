@@ -13,8 +13,10 @@ the score more than removing the random one; by rank likewise (the item's place 
 items falls further), with the share of ties (both removals leave its rank as it was, or
 move it equally) printed beside.
 
-Methods: `raypipe` (recommend/explain.py: exact shares for pooled users, occlusion of the
-last `--occlusion` events for encoder users, blend's largest component), `nearest` (the
+Methods: `raypipe` (recommend/explain.py: exact occlusion for pooled users, the score
+drops of the shortened histories, and for `blend` the blended score's drop among the items
+that support its largest component; occlusion of the last `--occlusion` events for encoder
+users), `nearest` (the
 history item whose vector is closest to the recommended item's, a common proxy), `latest`
 (the most recent history item). Prints one JSON line per method and strategy with the share
 of recommendations where it beat the random removal, by score and by rank, and the cost of

@@ -133,12 +133,14 @@ class Followers:
 
     def row_max(self, users: np.ndarray, cols: np.ndarray, weights: np.ndarray,
                 n: int) -> np.ndarray:
-        """(user, row, weight) entries -> (n,) the largest unscaled score in each user's row
-        (what `scores` divides by), 1 where the row is empty."""
-        known = cols < self.n_items
-        start = sparse.csr_matrix((weights[known].astype(np.float32),
-                                   (users[known], cols[known])), shape=(n, self.n_items))
-        rows = (start @ self.matrix).tocsr()
+        """(user, row, weight) entries, sorted by user -> (n,) the largest unscaled score in
+        each user's row (what `scores` divides by), 1 where the row is empty."""
+        known = cols < self.n_items           # entries come user-major (np.nonzero's order)
+        users, cols = users[known], cols[known]
+        indptr = np.r_[0, np.cumsum(np.bincount(users, minlength=n))]
+        start = sparse.csr_matrix((np.asarray(weights, np.float32)[known], cols, indptr),
+                                  shape=(n, self.n_items))
+        rows = start @ self.matrix
         sizes = np.diff(rows.indptr)
         best = np.ones(n)
         if rows.nnz:
@@ -147,8 +149,9 @@ class Followers:
 
     def scores_at(self, users: np.ndarray, cols: np.ndarray, weights: np.ndarray,
                   targets: np.ndarray) -> np.ndarray:
-        """`scores` read at `targets` (n, k) rows only, from (user, row, weight) entries ->
-        (n, k) float64, without building the rows (only their maxima, to scale)."""
+        """`scores` read at `targets` (n, k) rows only, from (user, row, weight) entries
+        sorted by user -> (n, k) float64, without building the rows (only their maxima,
+        to scale)."""
         n, k = targets.shape
         got = self.counts(cols, targets[users]) * np.asarray(weights, np.float64)[:, None]
         out = np.zeros((n, k))
