@@ -54,6 +54,9 @@ def follower_pairs(item_index: list[np.ndarray], n_items: int, window: int,
                      .astype(np.int64)}, schema=PAIRS)
 
 
+SMALL_PRODUCT = 20_000  # row_max: follower terms up to this are summed in numpy
+
+
 class Followers:
     """Each item's `top` most frequent followers, as a sparse (n_items, n_items) matrix."""
 
@@ -134,17 +137,31 @@ class Followers:
     def row_max(self, users: np.ndarray, cols: np.ndarray, weights: np.ndarray,
                 n: int) -> np.ndarray:
         """(user, row, weight) entries, sorted by user -> (n,) the largest unscaled score in
-        each user's row (what `scores` divides by), 1 where the row is empty."""
-        known = cols < self.n_items           # entries come user-major (np.nonzero's order)
+        each user's row (what `scores` divides by), 1 where the row is empty. Few entries
+        (a service request) are summed in numpy, many in one sparse product; both add the
+        same float32 terms in the same order, so they agree to the bit."""
+        known = cols < self.n_items
         users, cols = users[known], cols[known]
-        indptr = np.r_[0, np.cumsum(np.bincount(users, minlength=n))]
-        start = sparse.csr_matrix((np.asarray(weights, np.float32)[known], cols, indptr),
-                                  shape=(n, self.n_items))
-        rows = start @ self.matrix
-        sizes = np.diff(rows.indptr)
+        weights = np.asarray(weights, np.float32)[known]
+        m = self.matrix
+        sizes = m.indptr[cols + 1] - m.indptr[cols]
+        if int(sizes.sum()) > SMALL_PRODUCT:
+            indptr = np.r_[0, np.cumsum(np.bincount(users, minlength=n))]
+            rows = sparse.csr_matrix((weights, cols, indptr), shape=(n, self.n_items)) @ m
+            keys, sums = np.repeat(np.arange(n), np.diff(rows.indptr)), rows.data
+        else:
+            entry = np.repeat(np.arange(len(cols)), sizes)
+            at = m.indptr[cols][entry] + np.arange(len(entry)) - \
+                np.repeat(np.cumsum(sizes) - sizes, sizes)
+            keys, inverse = np.unique(users[entry] * self.n_items + m.indices[at],
+                                      return_inverse=True)
+            sums = np.zeros(len(keys), np.float32)
+            np.add.at(sums, inverse, weights[entry] * m.data[at])
+            keys = keys // self.n_items
         best = np.ones(n)
-        if rows.nnz:
-            best[sizes > 0] = np.maximum.reduceat(rows.data, rows.indptr[:-1][sizes > 0])
+        if len(keys):
+            first = np.r_[0, np.flatnonzero(np.diff(keys)) + 1]
+            best[keys[first]] = np.maximum.reduceat(sums, first)
         return best
 
     def scores_at(self, users: np.ndarray, cols: np.ndarray, weights: np.ndarray,

@@ -54,6 +54,26 @@ def test_items_new_to_the_service_have_no_followers():
     assert scores.toarray().tolist() == [[0, 0.5 / 0.5, 0], [0, 0, 0]]
 
 
+def test_scores_read_at_some_items_equal_the_full_rows_both_ways(monkeypatch):
+    """scores_at (numpy sums for few entries, one sparse product for many) against the
+    sparse rows `scores` builds: the same numbers, and the two ways agree to the bit."""
+    from raypipe.recommend import cooccur
+    rng = np.random.default_rng(3)
+    n_items = 40
+    src, dst = rng.integers(0, n_items, 600), rng.integers(0, n_items, 600)
+    followers = Followers(src, dst, rng.integers(1, 9, 600), n_items, top=6)
+    history = [rng.integers(0, n_items + 3, int(rng.integers(0, 6))) for _ in range(30)]
+    targets = rng.integers(-1, n_items + 2, (30, 7))
+    full = followers.scores(history, 3).toarray()
+    want = np.where((targets >= 0) & (targets < n_items),
+                    full[np.arange(30)[:, None], np.clip(targets, 0, n_items - 1)], 0)
+    entries = cooccur.latest(history, 3)
+    small = followers.scores_at(*entries, targets)
+    np.testing.assert_allclose(small, want, rtol=1e-6)
+    monkeypatch.setattr(cooccur, "SMALL_PRODUCT", -1)          # the sparse product's way
+    assert np.array_equal(followers.scores_at(*entries, targets), small)
+
+
 def test_held_out_users_are_a_seeded_hash_of_the_id():
     ids = [f"user-{i}" for i in range(4000)]
     held = held_out(ids, 0.2, seed=0)
