@@ -40,7 +40,9 @@ def explain_all(rec, ranked: dict, ev: Evidence, parts) -> dict[str, Explained]:
         vec = {s: Explained(got.reason[:, a:b], got.because[:, a:b], got.weights[:, a:b])
                for s, a, b in zip(wanted, at[:-1], at[1:])}
     out, seg = {}, None
-    if {"segment", "blend"} & set(ranked):       # the same for every item of a user
+    pooled_blend = ev.query_weights is not None     # cites from occlusion alone
+    if "segment" in ranked or ("blend" in ranked and not pooled_blend):
+        # the same for every item of a user
         seg = segment(np.zeros((len(ev.history), 1), np.int64), ev, rec.item_vectors)
     for strategy, r in ranked.items():
         if strategy == "vector":
@@ -49,7 +51,7 @@ def explain_all(rec, ranked: dict, ev: Evidence, parts) -> dict[str, Explained]:
             out[strategy] = _spread(seg, r.rows)
         elif strategy == "multi":
             out[strategy] = interest(r.rows, ev, rec.item_vectors)
-        elif strategy == "blend" and ev.query_weights is not None:
+        elif strategy == "blend" and pooled_blend:
             out[strategy] = vec["blend"]
         elif strategy == "blend":
             co = cooccurrence(r.rows, ev, rec.followers, rec.cfg.cooccurrence_recent)
