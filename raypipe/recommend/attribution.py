@@ -47,8 +47,9 @@ class Evidence:
     recent_weights: list[np.ndarray] | None = None     # multi: each event's query weight
     # the vectors history rows index: the catalogue's, plus items new to the service
     space: np.ndarray | None = None
-    # pooled: the recency half-lives of the query and taste weights (exact occlusion
-    # re-ages the later events; None: the weights stay), and the segmentation (blend's
+    # pooled: the recency half-lives of the query and taste weights (exact occlusion makes
+    # the events older than a removed item younger; None: the weights stay), and the
+    # segmentation (blend's
     # segment drop: which segment the taste without an item falls in)
     query_half_life: float | None = None
     taste_half_life: float | None = None

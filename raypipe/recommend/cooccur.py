@@ -107,15 +107,11 @@ class Followers:
         new to the service) have no followers."""
         if not len(item_index):
             return sparse.csr_matrix((0, self.n_items), dtype=np.float32)
-        return self.scores_of(*latest(item_index, recent), len(item_index), scaled)
-
-    def scores_of(self, users: np.ndarray, cols: np.ndarray, weights: np.ndarray, n: int,
-                  scaled: bool = True) -> sparse.csr_matrix:
-        """`scores` from each user's latest events already weighted: (user, row, weight)
-        entries -> (n, n_items)."""
+        users, cols, weights = latest(item_index, recent)
         known = cols < self.n_items
         start = sparse.csr_matrix((weights[known].astype(np.float32),
-                                   (users[known], cols[known])), shape=(n, self.n_items))
+                                   (users[known], cols[known])),
+                                  shape=(len(item_index), self.n_items))
         out = (start @ self.matrix).tocsr()
         out.sum_duplicates()
         sizes = np.diff(out.indptr)

@@ -47,6 +47,8 @@ def pooled(rec, lists: dict[str, np.ndarray], ev: Evidence, choose: np.ndarray |
     if with_taste:
         weightings.append((ev.taste_weights, ev.taste_half_life))
     hist = Histories(ev.history, weightings)
+    if blended:
+        lo, hi = at[names.index("blend")], at[names.index("blend") + 1]
     for users in _chunks(hist.lengths):
         own = ev.centroids[ev.segments[users]] if blended and ev.centroids is not None \
             else None
@@ -54,16 +56,15 @@ def pooled(rec, lists: dict[str, np.ndarray], ev: Evidence, choose: np.ndarray |
                         ev.segmentation.leaves if with_taste else None, own)
         cited, drops = got.cited, got.drops
         if blended:
-            lo, hi = at[names.index("blend")], at[names.index("blend") + 1]
             co_drop = _spread(co, users, cited) if co is not None else 0.0
             seg = segment_drops(rec, ev, users, got, rows[users, lo:hi]) if with_taste else 0.0
             pull = got.closeness if own is not None else np.zeros(cited.shape)
             drops[:, :, lo:hi] = _blended(drops[:, :, lo:hi], a * seg + b * co_drop, co_drop,
                                           choose[users], pull, cited)
         because, weights = best(drops.astype(np.float32), cited)
-        for name, lo, hi in zip(names, at[:-1], at[1:]):
+        for name, a0, a1 in zip(names, at[:-1], at[1:]):
             out[name].because[users], out[name].weights[users] = \
-                because[:, lo:hi], weights[:, lo:hi]
+                because[:, a0:a1], weights[:, a0:a1]
     for name in names:
         out[name].because[lists[name] < 0] = -1
         out[name].weights[lists[name] < 0] = 0
@@ -133,11 +134,15 @@ def cooccurrence_drops(rec, ev: Evidence, rows: np.ndarray):
         *_entries(tail[:, -recent:], latest), len(tail))[:, None]
     now = np.einsum("vw,vwk->vk", weights, counts[users]) / followers.row_max(
         *_entries(tail[users], weights), len(users))[:, None]
-    for s in _unfilled(ev.history, users, weights, recent, tail.shape[1]):
-        h = np.asarray(ev.history[users[s]], np.int64)
-        rest = h[h != removed[s]][-recent:][::-1]
-        now[s] = followers.scores_at(np.zeros(len(rest), np.int64), rest,
-                                     0.5 ** np.arange(len(rest)), rows[users[s]][None])[0]
+    short = _unfilled(ev.history, users, weights, recent, tail.shape[1])
+    if len(short):
+        rests = [np.asarray(h, np.int64)[np.asarray(h) != r][::-1][:recent]
+                 for h, r in zip((ev.history[u] for u in users[short]), removed[short])]
+        sizes = np.array([len(r) for r in rests], np.int64)
+        back = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        now[short] = followers.scores_at(np.repeat(np.arange(len(short)), sizes),
+                                         np.concatenate(rests), 0.5 ** back,
+                                         rows[users[short]])
     return users, removed, before[users] - now
 
 

@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 from scipy import sparse
 
-GRAM_MAX = 64     # events: up to this the quadratic, BLAS path is the faster
+GRAM_MAX = 64     # events: up to this the quadratic BLAS path, above it the linear one
 
 
 @dataclasses.dataclass

@@ -138,3 +138,28 @@ def test_the_table_carries_reasons_cited_ids_weights_and_a_sentence():
     assert first["explanation"].startswith("Because of 'wool scarf'")
     # without explanations the table keeps its five columns
     assert rec.to_table(["u1"], ranked).num_columns == 5
+
+
+def test_cooccurrence_drops_are_the_shortened_historys_scores():
+    """occlusion.cooccurrence_drops against scoring each shortened history from scratch,
+    with items repeated across the window (those read the whole history)."""
+    from types import SimpleNamespace
+    from raypipe.recommend.occlusion import cooccurrence_drops
+    rng = np.random.default_rng(5)
+    n_items, recent = 12, 3
+    followers = Followers(rng.integers(0, n_items, 300), rng.integers(0, n_items, 300),
+                          rng.integers(1, 6, 300), n_items, 5)
+    history = [rng.integers(0, 3 if u % 2 else n_items, int(rng.integers(1, 14)))
+               for u in range(40)]
+    rows = rng.integers(-1, n_items, (40, 4))
+    rec = SimpleNamespace(followers=followers, cfg=SimpleNamespace(cooccurrence_recent=recent))
+    users, removed, drops = cooccurrence_drops(rec, _evidence(history, [np.ones(len(h))
+                                                                        for h in history]), rows)
+    assert len(users) > 40
+    for u, item, drop in zip(users, removed, drops):
+        h = history[u]
+        want = np.maximum(rows[u], 0)
+        full = followers.scores([h], recent).toarray()[0, want]
+        rest = h[h != item]
+        short = followers.scores([rest], recent).toarray()[0, want] if len(rest) else 0
+        np.testing.assert_allclose(drop, (full - short) * (rows[u] >= 0), atol=1e-6)
