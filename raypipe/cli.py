@@ -1,4 +1,4 @@
-"""`raypipe run | generate | serve | forget | report | segments export | segments sweep`: the
+"""`raypipe run | tune | generate | serve | forget | report | segments export | segments sweep`: the
 command line."""
 from __future__ import annotations
 
@@ -9,11 +9,40 @@ import os
 import sys
 
 from raypipe.config import SOURCES, KMeansConfig, SyntheticConfig, apply_overrides, load_config
+from raypipe import commands
 from raypipe.run.lock import OutputLocked
 
 
 def _run_parser(sub):
     p = sub.add_parser("run", help="run the batch pipeline")
+    _pipeline_args(p)
+    p.add_argument("--force", action="store_true",
+                   help="redo every stage, even those an earlier run of the same settings "
+                        "finished (kept in <output>.stages)")
+    return p
+
+
+def _tune_parser(sub):
+    from raypipe.jobs.tune import TuneSettings
+    d = TuneSettings()
+    p = sub.add_parser("tune", help="search the encoder's settings with Ray Tune (ASHA), "
+                       "scored on the validation users; writes a config `run` takes")
+    _pipeline_args(p)
+    p.add_argument("--trials", type=int, default=d.trials, help="settings tried")
+    p.add_argument("--space", help="YAML search space (default: config/space.py's)")
+    p.add_argument("--grace-epochs", type=int, default=d.grace_epochs,
+                   help="ASHA stops no trial before this many epochs")
+    p.add_argument("--reduction", type=int, default=d.reduction,
+                   help="ASHA keeps about 1 in this many trials at each rung")
+    p.add_argument("--cpus-per-trial", type=int, default=d.cpus_per_trial,
+                   help="torch threads of a CPU trial; trials at once = CPUs / this")
+    p.add_argument("--seed", type=int, default=d.seed, help="of the random search")
+    p.add_argument("--out", help="results folder (default: <output>.tune)")
+    return p
+
+
+def _pipeline_args(p) -> None:
+    """The flags `run` and `tune` share: the input, the output, the config."""
     p.add_argument("--source", choices=SOURCES, help="input format (default: synthetic)")
     p.add_argument("--input", help="events file/folder/URI, or the public dataset's folder")
     p.add_argument("--items", help="item catalogue file/folder/URI (--source events)")
@@ -24,15 +53,11 @@ def _run_parser(sub):
     p.add_argument("--holdout", choices=["none", "last"],
                    help="'last': leave-one-out evaluation, metrics.json written")
     p.add_argument("--strict", action="store_true", help="stop at the first bad row")
-    p.add_argument("--force", action="store_true",
-                   help="redo every stage, even those an earlier run of the same settings "
-                        "finished (kept in <output>.stages)")
     p.add_argument("--address", help="Ray cluster address ('auto' on a cluster node)")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     p.add_argument("--verbose", action="store_true",
                    help="Ray Data's and Ray Train's INFO lines on the console too (always in "
                         "the Ray session's log files)")
-    return p
 
 
 def _generate_parser(sub):
@@ -136,7 +161,7 @@ def config_from_args(args):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raypipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_run_parser, _generate_parser, _serve_parser, _forget_parser, _report_parser,
+    for add in (_run_parser, _tune_parser, _generate_parser, _serve_parser, _forget_parser, _report_parser,
                 _segments_parser):
         add(sub)
     return parser
@@ -148,22 +173,18 @@ def main(argv=None) -> int:
                         datefmt="%H:%M:%S")
     # Stage progress comes from raypipe's own log lines; these are chatter at INFO.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    logging.getLogger("tensorboardX.summary").setLevel(logging.ERROR)   # Tune: "@" renamed
     if getattr(args, "verbose", False):
         os.environ["RAYPIPE_VERBOSE"] = "1"          # read by jobs/runtime.py
     try:
-        if args.command == "generate":
-            return _generate(args)
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "forget":
-            return _forget(args)
         if args.command == "report":
             from raypipe.readouts.report import write
             print(f"raypipe: wrote {write(args.artifacts, args.out)}")
             return 0
         if args.command == "segments":
-            return _export(args) if args.segments_command == "export" else _sweep(args)
-        return _run(args)
+            return commands.export(args) if args.segments_command == "export" else \
+                commands.sweep(args)
+        return getattr(commands, args.command)(args)
     except OutputLocked as exc:        # another writer holds the output: try again later
         print(f"raypipe: error: {exc}", file=sys.stderr)
         return EXIT_LOCKED
@@ -173,127 +194,6 @@ def main(argv=None) -> int:
 
 
 EXIT_LOCKED = 75                       # EX_TEMPFAIL: the output is locked by another writer
-
-
-def _generate(args) -> int:
-    from raypipe.events.synthetic import generate
-    cfg = SyntheticConfig(users=args.users, items=args.items, segments=args.segments,
-                          events=args.events or 24 * args.users, seed=args.seed,
-                          segment_skew=args.segment_skew, focus=args.focus)
-    paths = generate(cfg, args.out)
-    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
-    return 0
-
-
-def _export(args) -> int:
-    from raypipe.readouts.export import segment_users, write
-    users = segment_users(args.artifacts, args.segment, args.min_confidence, args.level)
-    write(users, args.out)
-    at = f" at level {args.level}" if args.level else ""
-    print(f"raypipe: wrote {users.num_rows} users of segment {args.segment}{at} to {args.out}")
-    return 0
-
-
-def _sweep(args) -> int:
-    from raypipe.jobs import runtime
-    from raypipe.jobs.segments import sweep_table, sweep_users
-    from raypipe.readouts.export import write
-    from raypipe.segments.sweep import SweepConfig
-    cfg = SweepConfig(args.k_min, args.k_max, args.resamples, args.sample, args.min_stability,
-                      seed=args.seed)
-    runtime.start(args.address, args.num_cpus)
-    result = sweep_users(args.artifacts, cfg)
-    table = sweep_table(result)
-    print(table.drop_columns(["chosen"]).to_pandas().round(4).to_string(index=False))
-    print(f"raypipe: {result['trials']} fits on {result['sample_rows']:,} users in "
-          f"{result['seconds']:.1f} s; rule: {result['rule']}: K = {result['chosen_k']} "
-          f"(--set kmeans.n_clusters={result['chosen_k']})")
-    if args.out:
-        write(table, args.out)
-        print(f"raypipe: wrote {args.out}")
-    return 0
-
-
-def _forget(args) -> int:
-    from raypipe.run.forget import forget
-    for user in args.user:
-        removed = forget(args.artifacts, user)
-        print(f"raypipe: forgot a user in {args.artifacts}: "
-              + ", ".join(f"{n} rows from {t}" for t, n in sorted(removed.items())))
-    print("raypipe: running services load the new version when their artifacts setting is "
-          "re-applied (see README, Serving); remove the user from the input logs too")
-    return 0
-
-
-def _serve(args) -> int:
-    import os
-    import time
-
-    import yaml
-    from ray import serve
-
-    from raypipe.jobs import runtime
-    from serve import frontdoor
-    from serve.app import ServeArgs, app_builder
-    fields = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in ServeArgs.model_fields:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of "
-                             f"{sorted(ServeArgs.model_fields)}")
-        fields[key] = yaml.safe_load(value)
-    if args.allow_anonymous:
-        fields["allow_anonymous"] = True
-    serve_args = ServeArgs(artifacts=args.artifacts, **fields)
-    from serve.api import check_exposure, read_api_key
-    api_key = read_api_key(serve_args.api_key_env, serve_args.api_key_file_env)
-    try:                  # before anything starts: no key on an open address is refused
-        door = frontdoor.choose(args.front_door, api_key is not None or
-                                serve_args.allow_anonymous)
-        check_exposure(api_key, "0.0.0.0" if door.exposes_replicas else args.host,
-                       serve_args.allow_anonymous)
-    except (PermissionError, ValueError) as exc:
-        print(f"raypipe: error: {exc}", file=sys.stderr)
-        return 2
-    frontdoor.use_env(door)
-    runtime.start(args.address, args.num_cpus)
-    serve.start(http_options={"host": args.host, "port": args.port})
-    try:
-        try:
-            app = app_builder(serve_args)
-        except PermissionError as exc:          # no key on an open address
-            print(f"raypipe: error: {exc}", file=sys.stderr)
-            serve.shutdown()
-            return 2
-        serve.run(app, name="raypipe", route_prefix="/")
-        direct = os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "30000")
-        print(f"raypipe: serving {args.artifacts} at http://{args.host}:{args.port} "
-              f"(API docs at /docs) through {door.note}; each replica also answers on its "
-              f"own port from {direct} up; Ctrl-C stops", flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("raypipe: stopping the service", file=sys.stderr)
-        serve.shutdown()
-    return 0
-
-
-def _run(args) -> int:
-    from raypipe.events.clean import BadRowError
-    from raypipe.jobs.runtime import unwrap
-    from raypipe.pipeline import run
-    from raypipe.readouts.summary import render
-    cfg = config_from_args(args)
-    try:
-        manifest = run(cfg, force=args.force)
-    except Exception as exc:  # a bad row inside a Ray task arrives wrapped
-        bad = unwrap(exc, BadRowError)
-        if bad is None:
-            raise
-        print(f"raypipe: error: {bad}", file=sys.stderr)
-        return 2
-    print(render(manifest))
-    return 0
 
 
 if __name__ == "__main__":

@@ -69,14 +69,7 @@ def _run(cfg: PipelineConfig, force: bool) -> dict:
 def stages(cfg: PipelineConfig, requested: PipelineConfig, store: StageStore, rt: Runtime,
            truth: str | None) -> dict:
     """The stages in order, each handed what it reads -> {stage name: Stage}."""
-    items = store.run("items", items_stage, source=cfg.source, clean=cfg.clean, rt=rt,
-                      files=InputFiles.plan(sources.plan_items, cfg.source))
-    events = store.run("events", events_stage, source=cfg.source, clean=cfg.clean,
-                       sequences=cfg.sequences, holdout=cfg.eval.holdout == "last",
-                       files=InputFiles.plan(sources.plan_events, cfg.source), items=items,
-                       pseudonymizer=pseudonymizer(cfg.privacy.pseudonymize), rt=rt)
-    embeddings = store.run("item_embeddings", embeddings_stage, embed=cfg.embed, items=items,
-                           rt=rt)
+    items, events, embeddings = input_stages(cfg, store, rt)
     groups = store.run("item_groups", groups_stage, item_groups=cfg.item_groups, items=items,
                        embeddings=embeddings, rt=rt)
     users = store.run("users", users_stage, events=events, items=items, embeddings=embeddings,
@@ -89,6 +82,21 @@ def stages(cfg: PipelineConfig, requested: PipelineConfig, store: StageStore, rt
                         validation_share=cfg.encoder.validation_share, seed=cfg.encoder.seed,
                         **model_sections(cfg))
     return {s.name: s for s in (items, events, embeddings, groups, users, segments, outputs)}
+
+
+def input_stages(cfg: PipelineConfig, store: StageStore, rt: Runtime) -> tuple:
+    """The stages every user model reads -> (items, events, item_embeddings): the
+    catalogue, the cleaned events and sequences, the items' text vectors. `raypipe tune`
+    runs these alone, into the same store, so a later `raypipe run` reuses them."""
+    items = store.run("items", items_stage, source=cfg.source, clean=cfg.clean, rt=rt,
+                      files=InputFiles.plan(sources.plan_items, cfg.source))
+    events = store.run("events", events_stage, source=cfg.source, clean=cfg.clean,
+                       sequences=cfg.sequences, holdout=cfg.eval.holdout == "last",
+                       files=InputFiles.plan(sources.plan_events, cfg.source), items=items,
+                       pseudonymizer=pseudonymizer(cfg.privacy.pseudonymize), rt=rt)
+    embeddings = store.run("item_embeddings", embeddings_stage, embed=cfg.embed, items=items,
+                           rt=rt)
+    return items, events, embeddings
 
 
 def assemble(out: ArtifactWriter, s: dict) -> None:

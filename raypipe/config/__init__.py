@@ -37,7 +37,7 @@ from raypipe.config.sections import (  # noqa: F401 (the sections are raypipe.co
 from raypipe.config.segments import KMeansConfig  # noqa: F401
 
 __all__ = ["SOURCES", "USER_REPRS", "STRATEGIES", "DEFAULT_STRATEGIES", "INDEXES", "SyntheticConfig", "SourceConfig", "CleanConfig", "SequenceConfig", "EmbedConfig", "UserConfig", "EncoderConfig", "KMeansConfig", "ItemGroupConfig", "ProfileConfig", "RecommendConfig", "PrivacyConfig", "EvalConfig",
-           "TrackingConfig", "TRACKERS", "PipelineConfig", "from_dict", "apply_override", "apply_overrides", "load_config"]
+           "TrackingConfig", "TRACKERS", "PipelineConfig", "from_dict", "non_defaults", "apply_override", "apply_overrides", "load_config"]
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -118,6 +118,22 @@ def apply_override(cfg, dotted: str, value: Any):
         return replace(cfg, **{head: apply_override(inner, rest, value)})
     return replace(cfg, **{head: _coerce(next(f for f in fields(cfg) if f.name == head),
                                          value)})
+
+
+def non_defaults(cfg: PipelineConfig) -> dict:
+    """The fields of `cfg` that differ from the defaults, nested as a config file holds
+    them: `load_config` of its YAML gives `cfg` back."""
+    def diff(a: dict, b: dict) -> dict:
+        out = {}
+        for k, v in a.items():
+            if isinstance(v, dict) and isinstance(b.get(k), dict) and k != "event_weights":
+                sub = diff(v, b[k])
+                if sub:
+                    out[k] = sub
+            elif v != b.get(k):
+                out[k] = list(v) if isinstance(v, tuple) else v
+        return out
+    return diff(cfg.to_dict(), PipelineConfig().to_dict())
 
 
 def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineConfig:

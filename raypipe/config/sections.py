@@ -119,6 +119,9 @@ class EncoderConfig:
     dim: int = 64              # hidden size; user and item vectors live in this space
     layers: int = 2            # Transformer blocks
     heads: int = 2
+    # The latest events the encoder reads (0: all of sequences.max_length); `raypipe tune`
+    # searches it below sequences.max_length without re-making the sequences.
+    max_length: int = 0
     dropout: float = 0.5       # on embeddings, attention and feed-forward: sparse data overfits
     text: bool = True          # items start from their frozen text vectors through an adaptor
     item_ids: bool = True      # plus a learned vector per item id (text=False: id-only SASRec)
@@ -155,6 +158,9 @@ class EncoderConfig:
         if self.dim % self.heads:
             raise ValueError(f"encoder.dim={self.dim} should be a multiple of "
                              f"encoder.heads={self.heads}")
+        if self.max_length < 0:
+            raise ValueError(f"encoder.max_length={self.max_length} should be >= 0 (0: "
+                             "sequences.max_length)")
         for name in ("dim", "layers", "heads", "epochs", "patience", "batch_size",
                      "negatives", "num_workers"):
             if getattr(self, name) < 1:

@@ -110,6 +110,8 @@ def _train_loop(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     items, events, held = read_encoded(ray.train.get_dataset_shard("train"))
+    width = config["max_length"]        # histories encoded wider than the model reads
+    items, events = items[:, -width:], events[:, -width:]
     text = ray.get(config["text"]) if config["text"] is not None else None
 
     def reduce(a: np.ndarray) -> np.ndarray:
@@ -186,12 +188,13 @@ def run_name(cfg: EncoderConfig, n_items: int, max_length: int, mask_purchased: 
 
 def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: EncoderConfig,
                   max_length: int, storage: str, data_key: str, mask_purchased: bool = True,
-                  max_failures: int = 2, fresh: bool = False,
-                  callbacks: tuple = ()) -> tuple[dict, dict]:
-    """Encoded histories (a Ray Dataset) -> (best state dict, training summary), trained by
-    Ray Train; checkpoints under `storage`/<run name>, the name a hash of the settings,
-    `data_key` and a digest of the histories themselves. A failed worker group is restarted
-    from the latest checkpoint up to `max_failures` times. `callbacks` are Ray Train
+                  max_failures: int = 2, fresh: bool = False, callbacks: tuple = (),
+                  digest: str | None = None) -> tuple[dict, dict]:
+    """Encoded histories (a Ray Dataset; wider than `max_length`: cut to the latest events)
+    -> (best state dict, training summary), trained by Ray Train; checkpoints under
+    `storage`/<run name>, the name a hash of the settings, `data_key` and the histories'
+    data_digest (`digest`, where the caller has it). A failed worker group is restarted
+    from the latest checkpoint up to `max_failures` times. `callbacks`: Ray Train
     `UserCallback`s, run on the controller after each epoch's report (progress, tracking)."""
     import torch
     from ray.data import ExecutionOptions
@@ -205,12 +208,9 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
                             resources_per_worker=None if use_gpu else {"CPU": threads})
     encoded = encoded.materialize()
     name = run_name(cfg, n_items, max_length, mask_purchased,
-                    f"{data_key}-{data_digest(encoded)}")
+                    f"{data_key}-{digest or data_digest(encoded)}")
     if fresh:
-        fs, path = rio.resolve(f"{storage.rstrip('/')}/{name}")
-        if fs.get_file_info(path).type != pafs.FileType.NotFound:
-            log.info("encoder: deleting the checkpoints of %s (a fresh run)", name)
-            fs.delete_dir(path)
+        _delete_run(storage, name)
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={"cfg": cfg, "n_items": n_items, "max_length": max_length,
@@ -244,6 +244,14 @@ def train_encoder(encoded, n_items: int, text_vectors: np.ndarray | None, cfg: E
                "workers": cfg.num_workers, "device": "cuda" if use_gpu else "cpu",
                "dim": cfg.dim}
     return state["best_state"], summary
+
+
+def _delete_run(storage: str, name: str) -> None:
+    """A fresh run: the checkpoints of an earlier one of the same name go first."""
+    fs, path = rio.resolve(f"{storage.rstrip('/')}/{name}")
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        log.info("encoder: deleting the checkpoints of %s (a fresh run)", name)
+        fs.delete_dir(path)
 
 
 def fit_encoder(users, catalogue, catalogue_ref, cfg: EncoderConfig, width: int,

@@ -154,8 +154,12 @@ def fit(data: Splits, n_items: int, text_vectors: np.ndarray | None, cfg: Encode
                      "(best %.4f at epoch %d)", metrics["epoch"], metrics["train_loss"],
                      metrics["valid_ndcg@10"], metrics["valid_recall@10"], st["best"],
                      st["best_epoch"])
-        hooks.report(metrics, {**st, "model": model.state_dict(),
-                               "optimizer": opt.state_dict()})
+        # the report also says where the run stands: the best so far and, on the last
+        # epoch, why it ends (`raypipe tune`'s scheduler and table read these)
+        hooks.report({**metrics, "best_valid_ndcg@10": st["best"],
+                      "best_epoch": st["best_epoch"], "resumed_from_epoch": st["resumed_from"],
+                      "stopped": stop_reason(st, cfg) or ""},
+                     {**st, "model": model.state_dict(), "optimizer": opt.state_dict()})
     summary = {"epochs": st["epoch"], "best_epoch": st["best_epoch"],
                "resumed_from_epoch": st["resumed_from"],
                "valid_ndcg@10": st["best"], "history": st["history"],

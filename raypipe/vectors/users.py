@@ -188,11 +188,18 @@ def model_sections(cfg: PipelineConfig) -> dict:
     return sections
 
 
+def encoder_width(cfg: PipelineConfig) -> int:
+    """How many of a user's latest events the encoder reads: encoder.max_length, at most
+    the sequences' length."""
+    seq = cfg.sequences.max_length
+    return min(cfg.encoder.max_length, seq) if cfg.encoder.max_length else seq
+
+
 def training_sections(cfg: PipelineConfig) -> dict:
     """What training the user model reads (only the encoder trains), as stage inputs."""
     if cfg.user_repr != "encoder":
         return {}
-    sections = {"encoder": cfg.encoder, "width": cfg.sequences.max_length,
+    sections = {"encoder": cfg.encoder, "width": encoder_width(cfg),
                 "mask_purchased": cfg.recommend.exclude_purchased}
     if cfg.encoder.compare_pooled:
         # how the candidates are asked: only these settings, so that changing the others
