@@ -103,3 +103,15 @@ def test_the_encoder_reads_at_most_the_sequences_length():
     assert training_sections(load_config(None, ["encoder.max_length=20"]))["width"] == 20
     with pytest.raises(ValueError, match="max_length"):
         load_config(None, ["encoder.max_length=-1"])
+
+
+def test_the_best_config_file_names_local_paths_absolutely(tmp_path, monkeypatch):
+    from raypipe.config import SourceConfig
+    from raypipe.jobs.tune import located
+    monkeypatch.chdir(tmp_path)
+    cfg = located(PipelineConfig(output="out", source=SourceConfig(
+        kind="events", input="logs/events.parquet", items="s3://bucket/items.parquet")))
+    assert cfg.output == str(tmp_path / "out")
+    assert cfg.source.input == str(tmp_path / "logs" / "events.parquet")
+    assert cfg.source.items == "s3://bucket/items.parquet"        # URIs as they are
+    assert located(PipelineConfig()).synthetic_dir == str(tmp_path / "data")

@@ -91,17 +91,31 @@ def _tune(cfg: PipelineConfig, settings: TuneSettings) -> dict:
     grid = _search(cfg, space, settings, encoded, catalogue, folder, name,
                    f"{events.key}-{embeddings.key}")
     rows = trial_rows(grid, space)
-    if not any(r["status"] == "TERMINATED" and r[METRIC] is not None for r in rows):
+    finished = [r for r in rows if r["status"] == "TERMINATED" and r[METRIC] is not None]
+    if not finished:
         errors = "; ".join(f"{r['trial']}: {r['error']}" for r in rows if r["error"])
         raise RuntimeError(f"raypipe tune: no trial finished ({errors or 'no trials'})")
-    best = max((r for r in rows if r[METRIC] is not None), key=lambda r: r[METRIC])
-    best_cfg = spaces.apply(requested, best["params"])
+    best = max(finished, key=lambda r: r[METRIC])      # the first of equals
+    best_cfg = located(spaces.apply(requested, best["params"]))
     summary = {"experiment": f"{folder}/{name}", "trials": len(rows),
                "seconds": round(time.perf_counter() - start, 1), "best": best,
                "start_point": rows[0] if rows else None}
     _write(folder, rows, best_cfg, summary)
     return {**summary, "folder": folder, "config": f"{folder}/best.yaml",
             "rows": rows, "timings": rt.timings}
+
+
+def located(cfg: PipelineConfig) -> PipelineConfig:
+    """The config with its local paths made absolute, so that the file it is written to
+    works from any folder (URIs stay as they are)."""
+    def where(path):
+        return path if not path or "://" in path else os.path.abspath(path)
+    source = dataclasses.replace(cfg.source, input=where(cfg.source.input),
+                                 items=where(cfg.source.items))
+    synthetic = where(cfg.synthetic_dir) if cfg.source.kind == "synthetic" else \
+        cfg.synthetic_dir
+    return dataclasses.replace(cfg, source=source, output=where(cfg.output),
+                               synthetic_dir=synthetic)
 
 
 def experiment_name(cfg: PipelineConfig, space: dict, settings: TuneSettings,

@@ -62,6 +62,7 @@ def test_every_trial_is_scored_and_the_first_is_the_starting_settings(searched):
         assert 0.0 < r[METRIC] <= 1.0
         assert 1 <= r["best_epoch"] <= r["epochs"] <= 4
         assert r["stopped"] in {"early", "max_epochs", "scheduler"}
+    for r in rows[1:]:                  # drawn from the space (the first: the defaults)
         assert r["params"]["encoder.dim"] in (16, 32)
         assert 1e-3 <= r["params"]["encoder.lr"] <= 1e-2
     assert result["best"] == max(rows, key=lambda r: r[METRIC])
