@@ -56,7 +56,9 @@ def test_max_length_choices_stop_at_the_sequences_length():
 
 def test_tune_samplers_draw_inside_the_given_ranges():
     from ray.tune.search.sample import Categorical, Float, Integer
-    out = spaces.to_tune({"encoder.dim": {"choice": [8, 16]},
+
+    from raypipe.jobs.tune import to_tune
+    out = to_tune({"encoder.dim": {"choice": [8, 16]},
                           "encoder.lr": {"loguniform": [1e-4, 1e-2]},
                           "encoder.dropout": {"uniform": [0.1, 0.2]},
                           "encoder.layers": {"randint": [1, 3]}})

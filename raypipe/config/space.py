@@ -9,8 +9,8 @@ A space maps dotted `encoder.*` fields to one sampler each, in YAML as in Python
 
 Only the encoder's training settings can be searched: a trial re-trains the encoder on
 the sequences the run already made, so anything that would change those (or the
-validation users every trial is scored on) is refused. Knows nothing about Ray until
-`to_tune` is called.
+validation users every trial is scored on) is refused. Knows nothing about Ray
+(jobs/tune.py turns a space into Tune's samplers).
 """
 from __future__ import annotations
 
@@ -91,23 +91,6 @@ def bounded(space: dict, cfg: PipelineConfig) -> dict:
     return {**space, "encoder.max_length": {"choice": kept}}
 
 
-def to_tune(space: dict) -> dict:
-    """-> Ray Tune's param_space ({dotted key: sampler})."""
-    from ray import tune
-    out = {}
-    for key, spec in space.items():
-        kind, args = next(iter(spec.items()))
-        if kind == "choice":
-            out[key] = tune.choice(list(args))
-        elif kind == "uniform":
-            out[key] = tune.uniform(float(args[0]), float(args[1]))
-        elif kind == "loguniform":
-            out[key] = tune.loguniform(float(args[0]), float(args[1]))
-        else:                                 # randint: Tune's upper end is exclusive
-            out[key] = tune.randint(int(args[0]), int(args[1]) + 1)
-    return out
-
-
 def point(cfg: PipelineConfig, space: dict) -> dict:
     """`cfg`'s own values of the space's fields: the first trial, so the search never
     reports worse than the settings it started from."""
@@ -120,13 +103,14 @@ def point(cfg: PipelineConfig, space: dict) -> dict:
 
 def apply(cfg: PipelineConfig, params: dict) -> PipelineConfig:
     """A trial's parameters -> the run's config with them set."""
-    return apply_overrides(cfg, [f"{k}={_plain(v)}" for k, v in sorted(params.items())])
+    return apply_overrides(cfg, [f"{k}={_text(plain(v))}" for k, v in sorted(params.items())])
 
 
-def _plain(value) -> str:
-    """A sampled value as --set would write it (numpy scalars as Python numbers)."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isfinite(value):
-        return repr(value)
-    return str(value)
+def plain(value):
+    """A sampled value as a Python value (numpy scalars as Python numbers)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _text(value) -> str:
+    """A value as --set would write it."""
+    return repr(value) if isinstance(value, float) and math.isfinite(value) else str(value)

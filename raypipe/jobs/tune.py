@@ -24,7 +24,6 @@ import logging
 import os
 import time
 
-import numpy as np
 import pyarrow as pa
 import ray
 import yaml
@@ -118,6 +117,23 @@ def located(cfg: PipelineConfig) -> PipelineConfig:
                                synthetic_dir=synthetic)
 
 
+def to_tune(space: dict) -> dict:
+    """-> Ray Tune's param_space ({dotted key: sampler})."""
+    from ray import tune
+    out = {}
+    for key, spec in space.items():
+        kind, args = next(iter(spec.items()))
+        if kind == "choice":
+            out[key] = tune.choice(list(args))
+        elif kind == "uniform":
+            out[key] = tune.uniform(float(args[0]), float(args[1]))
+        elif kind == "loguniform":
+            out[key] = tune.loguniform(float(args[0]), float(args[1]))
+        else:                                 # randint: Tune's upper end is exclusive
+            out[key] = tune.randint(int(args[0]), int(args[1]) + 1)
+    return out
+
+
 def experiment_name(cfg: PipelineConfig, space: dict, settings: TuneSettings,
                     data_key: str) -> str:
     """The Tune experiment's name: a hash of the config (its training-relevant fields and
@@ -164,7 +180,7 @@ def _search(cfg, space, settings, encoded, catalogue, folder: str, name: str, da
         log.info("tune: %d trials, %d at once (%s), experiment %s", settings.trials, at_once,
                  "GPU" if use_gpu else f"{threads} CPU thread(s) each", path)
         tuner = tune.Tuner(
-            trainable, param_space=spaces.to_tune(space),
+            trainable, param_space=to_tune(space),
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode="max", num_samples=settings.trials,
                 # the generator's own limit: Tune's max_concurrent_trials leaves it alone
@@ -231,7 +247,7 @@ def trial_rows(grid, space: dict) -> list[dict]:
     rows = []
     for result in grid:
         m = result.metrics or {}
-        params = {k: _plain(result.config.get(k)) for k in space}
+        params = {k: spaces.plain(result.config.get(k)) for k in space}
         epochs = m.get("epoch")
         stopped = m.get("stopped") or ("scheduler" if epochs else None)
         rows.append({
@@ -243,10 +259,6 @@ def trial_rows(grid, space: dict) -> list[dict]:
             "seconds": round(float(m.get("time_total_s", 0.0)), 1),
             "error": str(result.error).splitlines()[0][:300] if result.error else ""})
     return sorted(rows, key=lambda r: r["trial"])
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _write(folder: str, rows: list[dict], best_cfg: PipelineConfig, summary: dict) -> None:
