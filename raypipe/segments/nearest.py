@@ -1,12 +1,14 @@
 """Nearest centroids, block by block, near the cores' matrix-product rate.
 
-Knows nothing about Ray. One block of rows costs one float32 matrix product against the
-centroids (augmented, so it gives |c|^2 - 2 x.c directly) and one or two reductions
-over the (rows x k) result while it is still in cache: an argmin, and for Hamerly's lower
-bound the second-smallest value (the smallest after masking the first). On CPU the blocks
-are spread over a thread pool as large as the BLAS's own thread count, each block's product
-single-threaded, so the reductions run on every core too (numpy releases the GIL in both);
-inside a Ray task (OMP_NUM_THREADS=1) that is one thread. With a GPU, torch does the same.
+Knows nothing about Ray. One block of rows costs one float32 matrix product, c.x as a
+(k x rows) matrix, and one compiled pass over it while it is still in cache
+(kernels.two_nearest): the nearest centroid, the smallest and, for Hamerly's lower bound,
+the second-smallest squared distance. Top-k for more than one (`assign`) takes the
+(rows x k) product of rows with a ones column and [-2c; |c|^2]. On CPU the blocks are
+spread over a thread pool as large as the BLAS's own thread count, each block's product
+single-threaded, so the passes run on every core too (numpy and the compiled pass release
+the GIL); inside a Ray task (OMP_NUM_THREADS=1) that is one thread. With a GPU, torch does
+the same.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from raypipe.segments import kernels
 
 BLOCK = 1024           # rows per block: (BLOCK x k) floats stay in cache for the reductions
 
@@ -84,28 +88,29 @@ def _product(xb: np.ndarray, cents: Centroids) -> np.ndarray:
     return d
 
 
+def dots(xb: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """c.x for a block of rows and (k, d) centroids, as a (k, b) matrix in this thread's
+    scratch buffer."""
+    b, k = len(xb), len(c)
+    buf = getattr(_local, "dots", None)
+    if buf is None or buf.size < b * k:
+        buf = _local.dots = np.empty(max(b * k, BLOCK * 512), np.float32)
+    return np.matmul(c, xb.T, out=buf[:b * k].reshape(k, b))
+
+
 def block_nearest(xb: np.ndarray, cents: Centroids, second: bool,
                   x_sq: np.ndarray | None = None, first: bool = False):
     """One block -> (labels (b,), squared distance to the nearest (b,), to the second nearest
     (b,), inf when k = 1, or None when `second` is False), plus the squared distance to
-    centroid 0 when `first`. x_sq: the rows' |x|^2 if known. With more centroids than
-    dimensions the rows get a ones column (one product, no add); otherwise |c|^2 is added
-    to the product (the add is then the smaller pass)."""
-    b, k = len(xb), len(cents)
-    d = _product(xb, cents)
-    labels = d.argmin(1)
-    rows = np.arange(b)
-    x_sq = row_norms(xb) if x_sq is None else x_sq
-    d1 = d[rows, labels]
-    to_first = np.maximum(d[:, 0] + x_sq, 0) if first else None
-    d2 = None
-    if second:
-        if k > 1:
-            d[rows, labels] = np.inf
-            d2 = np.maximum(d[rows, d.argmin(1)] + x_sq, 0)   # argmin + take beats min
-        else:
-            d2 = np.full(b, np.inf, np.float32)
-    out = (labels, np.maximum(d1 + x_sq, 0), d2)
+    centroid 0 when `first`. x_sq: the rows' |x|^2 if known. One product (k, b) and one
+    compiled pass over it (kernels.two_nearest)."""
+    b = len(xb)
+    xb = np.ascontiguousarray(xb, np.float32)
+    x_sq = row_norms(xb) if x_sq is None else np.asarray(x_sq, np.float32)
+    labels = np.empty(b, np.int64)
+    near, far, to_first = (np.empty(b, np.float32) for _ in range(3))
+    kernels.two_nearest(dots(xb, cents.c), cents.sq, x_sq, labels, near, far, to_first)
+    out = (labels, near, far if second else None)
     return out + (to_first,) if first else out
 
 

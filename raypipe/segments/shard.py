@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from raypipe.segments import kernels
 from raypipe.segments.lloyd import lloyd_step
 from raypipe.segments.nearest import assign, parallel_blocks
 
@@ -37,14 +38,8 @@ HASHED_COLUMNS = 16    # enough to tell rows apart; hashing every column costs a
 def row_hashes(x: np.ndarray, seed: int) -> np.ndarray:
     """(n, d) -> (n,) uint64 seeded hashes of each row's contents (up to 16 columns)."""
     cols = np.linspace(0, x.shape[1] - 1, min(HASHED_COLUMNS, x.shape[1])).astype(int)
-    words = np.ascontiguousarray(x[:, cols], np.float32).view(np.uint32).astype(np.uint64)
     mult = np.random.default_rng(seed).integers(1, 2**63, size=len(cols), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        h = (words * (mult | np.uint64(1))).sum(1, dtype=np.uint64)
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(33)
-    return h
+    return kernels.row_hashes(x, cols, mult | np.uint64(1))
 
 
 def uniform(x: np.ndarray, seed: int) -> np.ndarray:
