@@ -25,7 +25,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from raypipe.segments.inputs import Checkpoint, LocalShards, as_shards
 from raypipe.segments.seeding import canonical, kmeans_parallel, kmeans_plus_plus
 from raypipe.segments.shard import (assign, check_finite, lloyd_step, shard_labels,
-                                    shard_predict, uniform)
+                                    shard_moments, shard_predict, uniform)
 
 log = logging.getLogger(__name__)
 __all__ = ["KMeans", "LocalShards", "assign", "shard_predict", "update", "split_empty"]
@@ -81,9 +81,12 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}")
         shards.map(check_finite)
         rng = np.random.default_rng(self.random_state)
-        sample, sample_w = self._sample(shards, rng)
-        tol = self.tol * float(np.average((sample - np.average(sample, 0, sample_w)) ** 2, 0,
-                                          sample_w).mean())
+        sample_seed = int(rng.integers(2**31))
+        weighted = getattr(shards, "weights", None) is not None
+        # The sample seeds k-means++, random and weighted fits; k-means|| reads the shards.
+        sample, sample_w = self._sample(shards, sample_seed) if weighted or (
+            isinstance(self.init, str) and self.init != "k-means||") else (None, None)
+        tol = self.tol * self._variance(shards, sample, sample_w) if self.tol > 0 else 0.0
         base = int(rng.integers(2**62))
         checkpoint = Checkpoint(self.checkpoint_path)
         runs = 1 if isinstance(self.init, np.ndarray) else self.n_init
@@ -153,13 +156,24 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         return {"run": run, "centroids": centroids, "inertia": inertia, "n_iter": n_iter,
                 "labels": labels, "some_labels": labels[::max(1, len(labels) // ARI_ROWS)]}
 
-    def _sample(self, shards, rng):
+    @staticmethod
+    def _variance(shards, sample, sample_w) -> float:
+        """Mean per-feature variance: of the weighted sample for weighted fits, else of
+        every row (float64 sums per shard, so it does not depend on the sharding)."""
+        if sample_w is not None:
+            mean = np.average(sample, 0, sample_w)
+            return float(np.average((sample - mean) ** 2, 0, sample_w).mean())
+        parts = shards.map(shard_moments)
+        n = sum(p[0] for p in parts)
+        mean = sum(p[1] for p in parts) / n
+        return float(np.maximum(sum(p[2] for p in parts) / n - mean ** 2, 0).mean())
+
+    def _sample(self, shards, seed: int):
         """About `sample_size` rows (at least 20 per cluster) in an order fixed by their
         contents, so the same data and seed give the same result however it is sharded;
         -> (rows, their weights or None)."""
         n = sum(shards.sizes)
         fraction = min(1.0, max(self.sample_size, 20 * self.n_clusters) / n)
-        seed = int(rng.integers(2**31))
         if getattr(shards, "weights", None) is not None:      # one in-process shard
             x, w = shards.shards[0], shards.weights[0]
             keep = np.flatnonzero((uniform(x, seed) < fraction) & (w > 0))

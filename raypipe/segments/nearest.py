@@ -13,6 +13,7 @@ the same.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -148,18 +149,26 @@ def parallel_blocks(fn, n_rows: int, size: int = BLOCK) -> list:
 
 
 def parallel_map(fn, parts: list) -> list:
-    """[fn(part) for part in parts], in order. With `threads()` > 1 the parts are cut into
-    that many contiguous runs, one per thread, with single-threaded BLAS inside (a thread
-    per run keeps each core on its own rows: faster here than a part per task). fn must
-    write disjoint rows only, and should do little besides numpy calls that release the
-    GIL (small ones hold it, and the threads then wait for each other)."""
+    """[fn(part) for part in parts], in order. With `threads()` > 1, that many threads take
+    the next part as they finish one (parts differ in size: whole blocks, gathered rows,
+    candidate groups), with single-threaded BLAS inside. fn must write disjoint rows only,
+    and should do little besides numpy calls that release the GIL (small ones hold it, and
+    the threads then wait for each other)."""
     n = min(threads(), len(parts))
     if n <= 1:
         return [fn(p) for p in parts]
-    runs = np.array_split(np.arange(len(parts)), n)
+    out = [None] * len(parts)
+    turn = itertools.count()            # next() on a count is atomic under the GIL
+
+    def worker(_):
+        for i in iter(lambda: next(turn), None):
+            if i >= len(parts):
+                return
+            out[i] = fn(parts[i])
+
     with _controller().limit(limits=1, user_api="blas"):
-        done = list(_pool(n).map(lambda run: [fn(parts[i]) for i in run], runs))
-    return [out for run in done for out in run]
+        list(_pool(n).map(worker, range(n)))
+    return out
 
 
 def nearest2(x: np.ndarray, centroids: np.ndarray, second: bool = True):

@@ -83,6 +83,18 @@ def parallel_weights(x: np.ndarray, state, n_candidates: int):
     return state, np.bincount(state[2], minlength=n_candidates)
 
 
+def shard_moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(rows, per-feature sums, per-feature sums of squares), the sums in float64."""
+    def block(rows: slice):
+        xb = np.asarray(x[rows], np.float64)
+        return xb.sum(0), np.einsum("ij,ij->j", xb, xb)
+
+    parts = parallel_blocks(block, len(x), size=4096)
+    d = x.shape[1]
+    return len(x), sum((p[0] for p in parts), np.zeros(d)), sum((p[1] for p in parts),
+                                                                   np.zeros(d))
+
+
 def check_finite(x: np.ndarray) -> None:
     bad = ~np.isfinite(x).all(1)
     if bad.any():
