@@ -10,8 +10,9 @@ them once per machine, not per call.
   across rows (8 floats per AVX2 instruction) with no horizontal reductions; numpy needs an
   argmin, a take, a masked copy and a second argmin over the (b, k) matrix for the same, four
   times the memory traffic and, at d = 64, half the time of the product itself.
-- `row_hashes`: a seeded 64-bit hash of each row's first bits (K-means' content-hash sample
-  and canonical order), one pass over the rows instead of numpy's five temporaries.
+- `row_hashes`: a seeded 64-bit hash of each row's bits in up to 16 spread columns (K-means'
+  content-hash sample and canonical order), one pass over the rows instead of numpy's five
+  temporaries.
 """
 from __future__ import annotations
 

@@ -59,17 +59,21 @@ class Centroids:
 _local = threading.local()
 
 
+def _buffer(name: str, n: int) -> np.ndarray:
+    """This thread's reused float32 buffer `name`, its first n floats. A fresh 1 MB array
+    per block costs page faults worth a third of the product."""
+    buf = getattr(_local, name, None)
+    if buf is None or buf.size < n:
+        buf = np.empty(max(n, BLOCK * 512), np.float32)
+        setattr(_local, name, buf)
+    return buf[:n]
+
+
 def _scratch(b: int, d: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's reused buffers, as contiguous views: rows with a ones column
-    (b, d + 1) and the product (b, k). A fresh 1 MB array per block costs page faults
-    worth a third of the product."""
-    need = (b * (d + 1), b * k)
-    bufs = getattr(_local, "bufs", None)
-    if bufs is None or bufs[0].size < need[0] or bufs[1].size < need[1]:
-        bufs = _local.bufs = tuple(np.empty(max(n, BLOCK * 512), np.float32) for n in need)
-    aug = bufs[0][:need[0]].reshape(b, d + 1)
+    """Rows with a ones column (b, d + 1) and the product (b, k), in this thread's buffers."""
+    aug = _buffer("aug", b * (d + 1)).reshape(b, d + 1)
     aug[:, d] = 1.0
-    return aug, bufs[1][:need[1]].reshape(b, k)
+    return aug, _buffer("product", b * k).reshape(b, k)
 
 
 def row_norms(x: np.ndarray) -> np.ndarray:
@@ -91,12 +95,9 @@ def _product(xb: np.ndarray, cents: Centroids) -> np.ndarray:
 
 def dots(xb: np.ndarray, c: np.ndarray) -> np.ndarray:
     """c.x for a block of rows and (k, d) centroids, as a (k, b) matrix in this thread's
-    scratch buffer."""
-    b, k = len(xb), len(c)
-    buf = getattr(_local, "dots", None)
-    if buf is None or buf.size < b * k:
-        buf = _local.dots = np.empty(max(b * k, BLOCK * 512), np.float32)
-    return np.matmul(c, xb.T, out=buf[:b * k].reshape(k, b))
+    product buffer."""
+    k, b = len(c), len(xb)
+    return np.matmul(c, xb.T, out=_buffer("product", b * k).reshape(k, b))
 
 
 def block_nearest(xb: np.ndarray, cents: Centroids, second: bool,
@@ -161,9 +162,7 @@ def parallel_map(fn, parts: list) -> list:
     turn = itertools.count()            # next() on a count is atomic under the GIL
 
     def worker(_):
-        for i in iter(lambda: next(turn), None):
-            if i >= len(parts):
-                return
+        while (i := next(turn)) < len(parts):
             out[i] = fn(parts[i])
 
     with _controller().limit(limits=1, user_api="blas"):
