@@ -5,6 +5,7 @@ gives the trial's validation figure again; the same command again restores the f
 experiment instead of training; a driver killed mid-search resumes its unfinished trials
 from their last epoch, and they end where undisturbed ones end."""
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -107,6 +108,28 @@ def test_a_run_of_the_best_config_trains_to_the_trials_validation_figure(searche
     assert manifest["encoder"]["epochs"] == best["epochs"]
 
 
+def _resumable(folder: str, seen: dict) -> bool:
+    """Some Train run registered a checkpoint of an epoch before the third (with patience 2
+    no trial ends earlier), and Tune's experiment state was written after that run was first
+    seen (so it holds the trial). `seen`: run folder -> when first seen, kept across calls.
+    A checkpoint folder alone is not enough: Ray Train resumes from the checkpoints its
+    manager's snapshot lists, written after the folder."""
+    now = time.time()
+    for run in glob.glob(f"{folder}/train/*/"):
+        seen.setdefault(run, now)
+    states = [os.path.getmtime(p) for p in glob.glob(f"{folder}/tune-*/experiment_state-*.json")]
+    for run, first in seen.items():
+        try:
+            with open(os.path.join(run, "checkpoint_manager_snapshot.json")) as f:
+                latest = json.load(f).get("latest_checkpoint_result") or {}
+        except (OSError, ValueError):
+            continue
+        epoch = (latest.get("metrics") or {}).get("epoch")
+        if epoch is not None and epoch < 3 and any(t > first for t in states):
+            return True
+    return False
+
+
 def test_a_killed_driver_resumes_unfinished_trials_and_ends_as_undisturbed(searched, log,
                                                                            tmp_path):
     _, undisturbed = searched
@@ -124,10 +147,10 @@ def test_a_killed_driver_resumes_unfinished_trials_and_ends_as_undisturbed(searc
     proc = subprocess.Popen(command, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 600
-        # the first epoch's checkpoint of some trial, and Tune's state saved since
-        while not (glob.glob(f"{out}.tune/train/*/checkpoint_*") and
-                   glob.glob(f"{out}.tune/tune-*/experiment_state-*.json")):
+        deadline, seen = time.monotonic() + 600, {}
+        # Killed once a trial that cannot have ended yet has a checkpoint Ray Train will
+        # resume from, and Tune saved its state after that trial's Train run began.
+        while not _resumable(f"{out}.tune", seen):
             assert proc.poll() is None, "the search ended before it could be killed"
             assert time.monotonic() < deadline, "no trial finished an epoch"
             time.sleep(0.2)
