@@ -93,7 +93,9 @@ def input_stages(cfg: PipelineConfig, store: StageStore, rt: Runtime) -> tuple:
     events = store.run("events", events_stage, source=cfg.source, clean=cfg.clean,
                        sequences=cfg.sequences, holdout=cfg.eval.holdout == "last",
                        files=InputFiles.plan(sources.plan_events, cfg.source), items=items,
-                       pseudonymizer=pseudonymizer(cfg.privacy.pseudonymize), rt=rt)
+                       pseudonymizer=pseudonymizer(cfg.privacy.pseudonymize), rt=rt,
+                       cold=(cfg.eval.cold_share, cfg.eval.cold_seed) if cfg.eval.cold_share
+                       else None)
     embeddings = store.run("item_embeddings", embeddings_stage, embed=cfg.embed, items=items,
                            rt=rt)
     return items, events, embeddings

@@ -29,11 +29,8 @@ from raypipe.config.sections import (  # noqa: F401 (the sections are raypipe.co
     ItemGroupConfig,
     ProfileConfig,
     RecommendConfig,
-    PrivacyConfig,
-    EvalConfig,
-    TrackingConfig,
-    TRACKERS,
 )
+from raypipe.config.runs import PrivacyConfig, EvalConfig, TrackingConfig, TRACKERS  # noqa: F401
 from raypipe.config.segments import KMeansConfig  # noqa: F401
 
 __all__ = ["SOURCES", "USER_REPRS", "STRATEGIES", "DEFAULT_STRATEGIES", "INDEXES", "SyntheticConfig", "SourceConfig", "CleanConfig", "SequenceConfig", "EmbedConfig", "UserConfig", "EncoderConfig", "KMeansConfig", "ItemGroupConfig", "ProfileConfig", "RecommendConfig", "PrivacyConfig", "EvalConfig",

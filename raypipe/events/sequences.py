@@ -5,6 +5,8 @@ user). `sequence_text` renders a sequence as text; the batch job and serving bot
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -87,6 +89,42 @@ def holdout_last(seqs: pa.Table) -> pa.Table:
                              pa.array(trimmed, SEQUENCES.field(name).type))
     return out.append_column("target_item", pa.array(target, pa.string())) \
               .append_column("valid_item", pa.array(valid, pa.string()))
+
+
+def cold_mask(item_ids, share: float, seed: int) -> np.ndarray:
+    """The items held out as cold (eval.cold_share): a seeded hash of the item id below
+    `share`, the same whatever the order or the partitioning of the items. The salt keeps it
+    apart from the hash that picks validation users."""
+    if share <= 0:
+        return np.zeros(len(item_ids), bool)
+    rank = np.array([int.from_bytes(hashlib.blake2b(f"cold:{seed}:{i}".encode(),
+                                                    digest_size=8).digest(), "little")
+                     for i in item_ids], np.float64) / 2.0 ** 64
+    return rank < share
+
+
+def drop_items(seqs: pa.Table, drop: frozenset, min_length: int) -> pa.Table:
+    """Held-out sequences -> the same with the `drop` items gone from every history (cold
+    items: no event of theirs before the test). The targets stay; `valid_item` is again the
+    history's last item, and `too_short` counts what is left (history and target)."""
+    if not drop or seqs.num_rows == 0:
+        return seqs
+    items = seqs["item_ids"].to_pylist()
+    keep = [[i not in drop for i in s] for s in items]
+    out = seqs
+    for name in ("item_ids", "event_types", "timestamps"):
+        lists = items if name == "item_ids" else out[name].to_pylist()
+        kept = [[v for v, k in zip(values, ks) if k] for values, ks in zip(lists, keep)]
+        out = out.set_column(out.schema.get_field_index(name), name,
+                             pa.array(kept, SEQUENCES.field(name).type))
+    history = out["item_ids"].to_pylist()
+    has_target = out["target_item"].is_valid().to_numpy(zero_copy_only=False)
+    valid = [h[-1] if len(h) >= 2 else None for h in history]
+    left = np.array([len(h) for h in history]) + has_target
+    out = out.set_column(out.schema.get_field_index("valid_item"), "valid_item",
+                         pa.array(valid, pa.string()))
+    return out.set_column(out.schema.get_field_index("too_short"), "too_short",
+                          pa.array(left < min_length))
 
 
 def sequence_text(texts: list[str], event_types: list[str], max_items: int = 20) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pyarrow as pa
 import ray
 from ray.data.expressions import col
@@ -16,7 +17,7 @@ from raypipe.run.artifacts import Folder
 from raypipe.run.privacy import Pseudonymizer
 from raypipe.run.stages import InputFiles, Runtime, Stage
 from raypipe.schema import QUARANTINE, REASON, RECORD
-from raypipe.events.sequences import build_sequences, holdout_last
+from raypipe.events.sequences import build_sequences, cold_mask, drop_items, holdout_last
 
 EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event_type", "_file", "_row"]
 
@@ -100,17 +101,20 @@ def read_events(cfg: SourceConfig, item_ids: pa.Array, strict: bool, partitions:
     return kept, bad, counts
 
 
-def _sequences(batch: pa.Table, cfg: SequenceConfig, holdout: bool) -> pa.Table:
+def _sequences(batch: pa.Table, cfg: SequenceConfig, holdout: bool,
+               cold: frozenset = frozenset()) -> pa.Table:
     seqs = build_sequences(batch, cfg)
-    return holdout_last(seqs) if holdout else seqs
+    return drop_items(holdout_last(seqs), cold, cfg.min_length) if holdout else seqs
 
 
 def build_user_sequences(events, cfg: SequenceConfig, holdout: bool, partitions: int,
-                         rows: int = 0):
+                         rows: int = 0, cold: frozenset = frozenset()):
     """Kept events (about `rows`) -> one row per user (materialized), users too short
-    included, flagged; rows sorted by user within each block, blocks in a fixed order."""
+    included, flagged; rows sorted by user within each block, blocks in a fixed order.
+    `cold` (with `holdout`): items whose events leave the histories (drop_items)."""
     return sorted_blocks(shuffle.by_key(events, ["user_id"], partitions, _sequences,
-                                        {"cfg": cfg, "holdout": holdout}, rows), "user_id")
+                                        {"cfg": cfg, "holdout": holdout, "cold": cold}, rows),
+                         "user_id")
 
 
 EVENTS_PER_PARTITION = 500_000
@@ -128,9 +132,11 @@ def default_partitions(cfg: SequenceConfig, frags: list = ()) -> int:
 
 def events_stage(out: Folder, source: SourceConfig, clean: CleanConfig,
                  sequences: SequenceConfig, holdout: bool, files: InputFiles,
-                 pseudonymizer: Pseudonymizer | None, items: Stage, rt: Runtime) -> dict:
+                 pseudonymizer: Pseudonymizer | None, items: Stage, rt: Runtime,
+                 cold: tuple | None = None) -> dict:
     """Event files -> `quarantine` (bad rows with their reason) and `sequences` (one row per
-    user, time-ordered; with `holdout`, the last item set aside as the target)."""
+    user, time-ordered; with `holdout`, the last item set aside as the target). `cold`:
+    (share, seed) of eval.cold_share, the items held out as cold (sequences.cold_mask)."""
     parts = default_partitions(sequences, files)
     with rt.timed("clean"):
         catalogue = items.folder.read("_catalogue")
@@ -139,8 +145,11 @@ def events_stage(out: Folder, source: SourceConfig, clean: CleanConfig,
         if rows["kept"] == 0:
             raise ValueError(f"no event survived cleaning: {rows}")
         out.dataset("quarantine", bad, QUARANTINE)
+    ids = catalogue["item_id"].to_pylist()
+    dropped = frozenset(np.asarray(ids, object)[cold_mask(ids, *cold)]) if cold else frozenset()
     with rt.timed("sequences"):
         out.dataset("sequences", build_user_sequences(events, sequences, holdout, parts,
-                                                      rows["kept"]))
+                                                      rows["kept"], dropped))
     privacy = pseudonymizer.stage_key() if pseudonymizer else {"pseudonymized": False}
-    return {"rows": rows, "users_with_events": out.tables["sequences"], "privacy": privacy}
+    return {"rows": rows, "users_with_events": out.tables["sequences"], "privacy": privacy,
+            **({"cold_items": len(dropped)} if cold else {})}

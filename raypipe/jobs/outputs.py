@@ -14,6 +14,7 @@ import ray
 from raypipe.arrays import to_numpy
 from raypipe.config import EmbedConfig, EvalConfig, ProfileConfig, RecommendConfig, UserConfig
 from raypipe.jobs import runtime
+from raypipe.events.sequences import cold_mask
 from raypipe.jobs.embedding import embed_texts
 from raypipe.jobs.items import catalogue_table, groups_table
 from raypipe.jobs.profiles import SegmentModel, profile_users
@@ -57,7 +58,9 @@ def outputs_stage(out: Folder, items: Stage, embeddings: Stage, groups: Stage, u
         out.dataset("profiles", prof)
         ids = _segment_ids(out, segments, seg)
         _write_segments(out, segments, seg, ids, leaf_mass, catalogue, profiles)
-        _write_items(out, items, item_segment, group)
+        cold = frozenset(np.asarray(catalogue.item_ids, object)[cold_mask(
+            catalogue.item_ids, evaluation.cold_share, evaluation.cold_seed)])
+        _write_items(out, items, item_segment, group, cold)
         mass = roll_up(leaf_mass, seg.paths[:, seg.main])
         rankings = segment_rankings(mass, seg.n_segments, depth=RANKING_DEPTH)
         out.table("segment_items", segment_items_table(rankings, catalogue.item_ids))
@@ -77,7 +80,7 @@ def outputs_stage(out: Folder, items: Stage, embeddings: Stage, groups: Stage, u
     if evaluation.holdout == "last":
         with rt.timed("evaluate"):
             metrics = {**metrics, **evaluate(out, table, evaluation.ks,
-                                             recommend.exclude_purchased)}
+                                             recommend.exclude_purchased, cold)}
     return {"metrics": metrics, "index": index, "segment_ids": ids, "blend": blend_info}
 
 
@@ -108,9 +111,14 @@ def _level_sizes(segments: Stage, level: int) -> list:
     return hierarchy["per_level"][str(level)]["sizes"] if hierarchy else segments.info["sizes"]
 
 
-def _write_items(out: Folder, items: Stage, item_segment: np.ndarray, group) -> None:
-    """-> `items`: the catalogue with each item's segment and, if any, its group."""
+def _write_items(out: Folder, items: Stage, item_segment: np.ndarray, group,
+                 cold: frozenset) -> None:
+    """-> `items`: the catalogue with each item's segment and, if any, its group; with cold
+    items (eval.cold_share), whether each is one."""
     table = catalogue_table(items).append_column("segment", pa.array(item_segment, pa.int32()))
+    if cold:
+        table = table.append_column("cold", pc.is_in(table["item_id"], value_set=pa.array(
+            sorted(cold), pa.string())))
     if group:
         assert group["item_id"].equals(table["item_id"]), "groups do not match items"
         table = table.append_column("group", group["group"]).append_column(
@@ -219,13 +227,24 @@ def planted_agreement(out: Folder, truth_path: str) -> dict:
             "planted_segments": len(set(truth["true_segment"].to_pylist()))}
 
 
-def evaluate(out: Folder, users, ks: tuple, exclude_purchased: bool) -> dict:
+def evaluate(out: Folder, users, ks: tuple, exclude_purchased: bool,
+             cold: frozenset = frozenset()) -> dict:
     """Leave-one-out metrics recomputed from the written recommendations, plus the
-    most-popular and co-occurrence baselines."""
+    most-popular and co-occurrence baselines; with `cold` items (eval.cold_share), the same
+    again over the users whose held-out item is cold (`cold_targets`) and the others."""
     u = runtime.to_table(
         users.select_columns(["user_id", "item_ids", "event_types", "target_item"]))
-    metrics = metrics_from_recs(out.read("recommendations"), u.select(["user_id", "target_item"]),
-                                ks)
-    metrics.update(baselines(u["item_ids"].to_pylist(), u["event_types"].to_pylist(),
-                             u["target_item"].to_pylist(), ks, exclude_purchased))
-    return {"protocol": protocol(exclude_purchased), "strategies": metrics}
+    recs, targets = out.read("recommendations"), u["target_item"].to_pylist()
+    histories, types = u["item_ids"].to_pylist(), u["event_types"].to_pylist()
+
+    def scored(keep) -> dict:       # the users whose target passes `keep`; others unscored
+        chosen = [t if t is not None and keep(t) else None for t in targets]
+        metrics = metrics_from_recs(recs, pa.table({"user_id": u["user_id"], "target_item":
+                                                    pa.array(chosen, pa.string())}), ks)
+        metrics.update(baselines(histories, types, chosen, ks, exclude_purchased))
+        return metrics
+    result = {"protocol": protocol(exclude_purchased), "strategies": scored(lambda t: True)}
+    if cold:
+        result["cold_targets"] = {"items": len(cold), "strategies": scored(cold.__contains__)}
+        result["warm_targets"] = {"strategies": scored(lambda t: t not in cold)}
+    return result

@@ -260,8 +260,8 @@ def fit_encoder(users, catalogue, catalogue_ref, cfg: EncoderConfig, width: int,
     """Users stage: user sequences -> a TrainedEncoder over histories of `width` events and
     its training summary. `fresh` deletes the run's checkpoints first, so training starts
     over; `tracking` (a run/tracking.py Handle) logs each epoch as it ends."""
-    from raypipe.vectors.encoder import TrainedEncoder
-    encoded = encode_users(users, catalogue_ref, width, cfg)
+    from raypipe.vectors.encoder import TrainedEncoder, without_unseen_ids
+    encoded = encode_users(users, catalogue_ref, width, cfg).materialize()
     text = catalogue.vectors if cfg.text else None
     start = time.perf_counter()
     state, summary = train_encoder(encoded, len(catalogue.item_ids), text, cfg, width,
@@ -270,4 +270,16 @@ def fit_encoder(users, catalogue, catalogue_ref, cfg: EncoderConfig, width: int,
     trained = summary["epochs"] - summary["resumed_from_epoch"]
     summary["seconds"] = round(time.perf_counter() - start, 2)
     summary["seconds_per_epoch"] = round(summary["seconds"] / max(trained, 1), 2)
+    # catalogue items no history holds (new, or cold in evaluation): the text adaptor alone
+    state, summary["items_without_events"] = without_unseen_ids(
+        state, item_counts(encoded, len(catalogue.item_ids)) > 0, cfg)
     return TrainedEncoder(state, cfg, len(catalogue.item_ids), width, text), summary
+
+
+def item_counts(encoded, n_items: int) -> np.ndarray:
+    """Encoded histories -> (n_items,) how many times each catalogue item occurs in them."""
+    total = np.zeros(n_items + 1, np.int64)
+    for b in encoded.select_columns(["items"]).iter_batches(batch_size=None,
+                                                            batch_format="numpy"):
+        total += np.bincount(np.asarray(b["items"]).ravel(), minlength=n_items + 1)
+    return total[1:]

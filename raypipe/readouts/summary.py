@@ -44,10 +44,20 @@ def render(m: dict) -> str:
         ks = sorted({int(k.split("@")[1]) for s in strategies.values() for k in s if "@" in k})
         head = "".join(f"{f'Recall@{k}':>11}{f'NDCG@{k}':>10}" for k in ks)
         lines.append(f"metrics    {'strategy':<14}{head}")
-        for name, s in strategies.items():
-            vals = "".join(f"{s[f'recall@{k}']:>11.4f}{s[f'ndcg@{k}']:>10.4f}" for k in ks)
-            lines.append(f"           {name:<14}{vals}")
+        lines += _rows(strategies, ks)
+        cold = m["metrics"].get("cold_targets")
+        if cold:
+            users = next(iter(cold["strategies"].values()), {}).get("users", 0)
+            lines.append(f"cold       {cold['items']:,} items held out as cold; the "
+                         f"{users:,} users whose test item is one:")
+            lines += _rows(cold["strategies"], ks)
     secs = m["seconds"]
     lines.append("seconds    " + "  ".join(f"{k} {v:.1f}" for k, v in secs.items()) +
                  f"  | total {sum(secs.values()):.1f}")
     return "\n".join(lines)
+
+
+def _rows(strategies: dict, ks: list) -> list[str]:
+    return [f"           {name:<14}" + "".join(f"{s[f'recall@{k}']:>11.4f}"
+                                                f"{s[f'ndcg@{k}']:>10.4f}" for k in ks)
+            for name, s in strategies.items()]

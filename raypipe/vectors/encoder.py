@@ -204,6 +204,20 @@ class TrainedEncoder:
         return cls.from_file(torch.load(io.BytesIO(data), weights_only=False), text_vectors)
 
 
+def without_unseen_ids(state: dict, seen: np.ndarray, cfg: EncoderConfig) -> tuple[dict, int]:
+    """A trained state and (n_items,) bools, the items some training history holds -> (the
+    state with the other items' id vectors set to zero, how many). Such an id vector was
+    never a positive, only pushed down as a negative: it says nothing about its item. With
+    the text adaptor the item keeps the adaptor's vector alone, as `cold_items` gives items
+    outside the catalogue. An id-only encoder is left as it is: it has nothing else."""
+    unseen = ~np.asarray(seen, bool)
+    if not (cfg.text and cfg.item_ids) or not unseen.any():
+        return state, 0
+    ids = state["ids.weight"].clone()
+    ids[torch.from_numpy(unseen)] = 0
+    return {**state, "ids.weight": ids}, int(unseen.sum())
+
+
 @torch.no_grad()
 def infer(model: SequenceEncoder, items: np.ndarray, events: np.ndarray,
           batch_size: int = 1024, extra_text: np.ndarray | None = None

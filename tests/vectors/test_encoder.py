@@ -267,3 +267,23 @@ def test_an_encoder_file_from_before_the_temperature_keeps_dot_product_scores():
     del saved["cfg"]["temperature"]         # as written before the setting existed
     loaded = encoder.TrainedEncoder.from_file(saved, TEXT)
     assert loaded.cfg.temperature == 0.0 and not loaded.model().cosine
+
+
+@pytest.mark.parametrize("text,ids", [(True, True), (False, True)])
+def test_items_no_history_holds_keep_the_text_adaptor_alone(text, ids):
+    cfg = EncoderConfig(dim=8, heads=2, text=text, item_ids=ids)
+    text_vectors = fake_vectors([f"t{i}" for i in range(6)], 16)
+    model = encoder.SequenceEncoder(6, text_vectors if text else None, cfg, 5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = np.array([True, False, True, True, False, True])
+    out, n = encoder.without_unseen_ids(state, seen, cfg)
+    if not text:        # id-only: nothing else to score them by, left as trained
+        assert n == 0 and torch.equal(out["ids.weight"], state["ids.weight"])
+        return
+    assert n == 2 and torch.equal(out["ids.weight"][seen], state["ids.weight"][seen])
+    assert not out["ids.weight"][~seen].any() and state["ids.weight"][~seen].any()
+    model.load_state_dict(out)
+    with torch.no_grad():
+        table = model.item_table()[1:]
+        cold = model.cold_items(torch.tensor(text_vectors[~seen]))
+    torch.testing.assert_close(table[torch.from_numpy(~seen)], cold)
