@@ -45,6 +45,19 @@ def test_column_mapping_override_merges_into_dict():
     assert cfg.source.columns == {"user_id": "customer"}
 
 
+def test_a_section_takes_all_its_overrides_at_once_whatever_their_order():
+    # cold items need the holdout: checked once both are set, in either order
+    for order in (["eval.cold_share=0.1", "eval.holdout=last"],
+                  ["eval.holdout=last", "eval.cold_share=0.1"]):
+        cfg = apply_overrides(PipelineConfig(), order + ["user.event_weights.view=2"])
+        assert (cfg.eval.holdout, cfg.eval.cold_share) == ("last", 0.1)
+        assert cfg.user.event_weights["view"] == 2 and len(cfg.user.event_weights) > 1
+    with pytest.raises(ValueError, match="cold_share needs eval.holdout=last"):
+        apply_overrides(PipelineConfig(), ["eval.cold_share=0.1"])
+    assert apply_overrides(PipelineConfig(), ["kmeans.n_clusters=3", "kmeans.n_clusters=5"]
+                           ).kmeans.n_clusters == 5
+
+
 @pytest.mark.parametrize("override, message", [
     ("kmeans.n_clusters=0", "n_clusters=0"),
     ("kmeans.nope=1", "unknown config key 'nope'"),

@@ -102,19 +102,49 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
 
 def apply_override(cfg, dotted: str, value: Any):
     """Return `cfg` with the field at `dotted` (e.g. 'kmeans.n_clusters') set to `value`."""
+    return _apply(cfg, _nest({}, dotted, value))
+
+
+def _nest(changes: dict, dotted: str, value: Any) -> dict:
+    """'a.b.c', v -> changes with changes[a][b][c] = v (later settings of a key win)."""
     head, _, rest = dotted.partition(".")
+    if not rest:
+        changes[head] = value
+    else:
+        inner = changes.get(head)
+        changes[head] = _nest(inner if isinstance(inner, _Section) else _Section(), rest,
+                              value)
+    return changes
+
+
+class _Section(dict):
+    """Nested settings of one section (a plain dict value is a value, not a section)."""
+
+
+def _apply(cfg, changes: dict):
+    """Every change of one dataclass at once: checks across its fields (eval.cold_share
+    needs eval.holdout=last) see all of them, whatever their order on the command line."""
     names = {f.name for f in fields(cfg)}
-    if head not in names:
-        raise ValueError(f"unknown config key {dotted!r}: {type(cfg).__name__} has {sorted(names)}")
-    if rest:
-        inner = getattr(cfg, head)
-        if isinstance(inner, dict):
-            return replace(cfg, **{head: {**inner, rest: value}})
-        if not is_dataclass(inner):
-            raise ValueError(f"config key {head!r} is a value, not a section")
-        return replace(cfg, **{head: apply_override(inner, rest, value)})
-    return replace(cfg, **{head: _coerce(next(f for f in fields(cfg) if f.name == head),
-                                         value)})
+    updates = {}
+    for head, value in changes.items():
+        if head not in names:
+            raise ValueError(f"unknown config key {head!r}: {type(cfg).__name__} has "
+                             f"{sorted(names)}")
+        if isinstance(value, _Section):
+            inner = getattr(cfg, head)
+            if isinstance(inner, dict):
+                updates[head] = {**inner, **_plain(value)}
+            elif not is_dataclass(inner):
+                raise ValueError(f"config key {head!r} is a value, not a section")
+            else:
+                updates[head] = _apply(inner, value)
+        else:
+            updates[head] = _coerce(next(f for f in fields(cfg) if f.name == head), value)
+    return replace(cfg, **updates)
+
+
+def _plain(section: dict) -> dict:
+    return {k: _plain(v) if isinstance(v, _Section) else v for k, v in section.items()}
 
 
 def non_defaults(cfg: PipelineConfig) -> dict:
@@ -144,9 +174,10 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
 
 def apply_overrides(cfg, overrides: list[str]):
     """Apply `key=value` strings in order; values are parsed as YAML (8, true, [a, b])."""
+    changes: dict = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"--set {item!r} should look like key=value")
-        cfg = apply_override(cfg, key.strip(), yaml.safe_load(raw))
-    return cfg
+        _nest(changes, key.strip(), yaml.safe_load(raw))
+    return _apply(cfg, changes)
