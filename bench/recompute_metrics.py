@@ -30,7 +30,8 @@ def recompute(folder: str, ks=(10, 20), targets: str = "all") -> dict:
     hits = recs.merge(users, on="user_id")
     hits = hits[hits.item_id == hits.target_item]
     out = {}
-    for strategy, group in hits.groupby("strategy"):
+    for strategy in sorted(recs.strategy.unique()):     # a strategy with no hit gets zeros
+        group = hits[hits.strategy == strategy]
         out[strategy] = {"users": len(users)}
         for k in ks:
             top = group[group["rank"] <= k]["rank"]
