@@ -86,3 +86,19 @@ def test_the_cold_figures_recompute_from_the_files(cold_run):
         main(out)
     line = json.loads(buf.getvalue())
     assert line["equal_to_manifest"] and "recomputed_cold_targets" in line
+
+
+def test_the_service_recommends_cold_items_as_the_batch_does(cold_run):
+    from serve.service import ProfileService
+    out, _ = cold_run
+    items = table(out, "items")
+    cold = set(items.item_id[items.cold])
+    recs = table(out, "recommendations")
+    vector = recs[recs.strategy == "vector"]
+    users = vector[vector.item_id.isin(cold)].user_id.unique()[:5]
+    assert len(users)
+    service = ProfileService(out)
+    for user in users:
+        batch = vector[vector.user_id == user].sort_values("rank").item_id.tolist()
+        got = service.recommend(user, len(batch), "vector")["items"]
+        assert [i["item_id"] for i in got] == batch
