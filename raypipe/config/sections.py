@@ -125,6 +125,9 @@ class EncoderConfig:
     dropout: float = 0.5       # on embeddings, attention and feed-forward: sparse data overfits
     text: bool = True          # items start from their frozen text vectors through an adaptor
     item_ids: bool = True      # plus a learned vector per item id (text=False: id-only SASRec)
+    # Training only, with both: the share of items whose id vector is left out at each step,
+    # so that the text adaptor alone also ranks well (items without events have only it).
+    id_dropout: float = 0.0
     epochs: int = 200          # at most; early stopping usually ends training well before
     patience: int = 3          # epochs without a better validation NDCG@10 before stopping
     # Training time budget: no epoch starts after this many minutes of training (over
@@ -174,9 +177,9 @@ class EncoderConfig:
         if self.max_minutes < 0:
             raise ValueError(f"encoder.max_minutes={self.max_minutes} should be >= 0 "
                              f"(0: no budget)")
-        if not 0.0 <= self.dropout < 1.0 or self.lr <= 0:
-            raise ValueError(f"encoder.dropout={self.dropout} should be in [0, 1) and "
-                             f"encoder.lr={self.lr} > 0")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.id_dropout < 1.0) or self.lr <= 0:
+            raise ValueError(f"encoder.dropout={self.dropout} and encoder.id_dropout="
+                             f"{self.id_dropout} should be in [0, 1) and encoder.lr={self.lr} > 0")
 
 
 @dataclass(frozen=True)

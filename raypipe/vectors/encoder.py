@@ -90,6 +90,7 @@ class SequenceEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
         self.norm, self.drop = nn.LayerNorm(d), nn.Dropout(cfg.dropout)
         self.cosine = cfg.temperature > 0
+        self.id_dropout = cfg.id_dropout if cfg.text and cfg.item_ids else 0.0
 
     def scoring(self, v: torch.Tensor) -> torch.Tensor:
         """User states or item vectors -> the space items are ranked in: unit length when the
@@ -112,7 +113,10 @@ class SequenceEncoder(nn.Module):
         if hasattr(self, "adaptor"):
             table = self.adaptor(self.text)
         if self.ids is not None:
-            table = table + self.ids.weight
+            ids = self.ids.weight
+            if self.training and self.id_dropout:       # encoder.id_dropout
+                ids = ids * (torch.rand(len(ids), 1, device=ids.device) >= self.id_dropout)
+            table = table + ids
         return F.pad(table, (0, 0, 1, 0))
 
     def cold_items(self, text_vectors: torch.Tensor) -> torch.Tensor:
