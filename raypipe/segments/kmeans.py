@@ -22,6 +22,7 @@ from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, Cluste
                           TransformerMixin)
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from raypipe.segments.nearest import own_cores
 from raypipe.segments.inputs import Checkpoint, LocalShards, as_shards
 from raypipe.segments.seeding import canonical, kmeans_parallel, kmeans_plus_plus
 from raypipe.segments.shard import (assign, check_finite, lloyd_step, shard_labels,
@@ -74,6 +75,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
     def fit(self, X, y=None, sample_weight=None) -> "KMeans":
         self._check_params()
+        with own_cores():       # the cores to the shard's threads, not to BLAS (nearest.py)
+            return self._fit(X, sample_weight)
+
+    def _fit(self, X, sample_weight) -> "KMeans":
         shards = self._shards(X, sample_weight)
         self.n_shards_ = len(shards.sizes)
         n, k = sum(shards.sizes), self.n_clusters
