@@ -277,11 +277,9 @@ def fit_encoder(users, catalogue, catalogue_ref, cfg: EncoderConfig, width: int,
 
 
 def item_counts(encoded, n_items: int) -> np.ndarray:
-    """Encoded histories -> (n_items,) how many times each catalogue item occurs in those
-    of two items or more: the ones training learns from (vectors.training.seen_items)."""
+    """Encoded histories -> (n_items,) how many times each catalogue item occurs in them."""
     total = np.zeros(n_items + 1, np.int64)
     for b in encoded.select_columns(["items"]).iter_batches(batch_size=None,
                                                             batch_format="numpy"):
-        items = np.asarray(b["items"])
-        total += np.bincount(items[(items > 0).sum(1) >= 2].ravel(), minlength=n_items + 1)
+        total += np.bincount(np.asarray(b["items"]).ravel(), minlength=n_items + 1)
     return total[1:]

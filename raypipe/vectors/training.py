@@ -27,12 +27,9 @@ from raypipe.vectors.encoder import PURCHASE, SequenceEncoder, crop
 log = logging.getLogger(__name__)
 
 
-def next_item_loss(states, table, labels, cfg: EncoderConfig, generator=None, seen=None):
+def next_item_loss(states, table, labels, cfg: EncoderConfig, generator=None):
     """Sum of cross-entropies of the next item at every labelled position (labels > 0), over
     the whole catalogue, or over shared uniform negatives for the sampled loss.
-    `seen` (n_items,) bools: the items some training history holds; the others are no
-    negatives either (they are never a positive, so the loss would only teach the model to
-    rank items without events last: exactly wrong for new items).
     -> (loss sum, number of labelled positions)."""
     keep = labels > 0
     h, y = states[keep], labels[keep] - 1
@@ -41,14 +38,8 @@ def next_item_loss(states, table, labels, cfg: EncoderConfig, generator=None, se
         h, items = F.normalize(h, dim=-1) / cfg.temperature, F.normalize(items, dim=-1)
     sampled = cfg.loss == "sampled" or (cfg.loss == "auto" and len(items) > 100_000)
     if not sampled:
-        logits = h @ items.T
-        if seen is not None:
-            logits = logits.masked_fill(~seen, float("-inf"))
-        return F.cross_entropy(logits, y, reduction="sum"), len(y)
-    pool = torch.arange(len(items), device=h.device) if seen is None else \
-        torch.nonzero(seen).squeeze(1)
-    neg = pool[torch.randint(len(pool), (cfg.negatives,), device=h.device,
-                             generator=generator)]
+        return F.cross_entropy(h @ items.T, y, reduction="sum"), len(y)
+    neg = torch.randint(len(items), (cfg.negatives,), device=h.device, generator=generator)
     logits = torch.cat([(h * items[y]).sum(-1, keepdim=True), h @ items[neg].T], dim=1)
     logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == y[:, None], float("-inf"))
     return F.cross_entropy(logits, torch.zeros_like(y), reduction="sum"), len(y)
@@ -200,8 +191,6 @@ def _train_epoch(net, opt, data: Splits, lengths: np.ndarray, cfg: EncoderConfig
     # Each labelled position weighs the same whatever its batch: DDP averages gradients
     # over workers, so a worker's share is scaled by the number of workers.
     scale = hooks.world * len(batches) / max(int((lengths - 1).sum()), 1)
-    seen = seen_items(data, net_items(net))
-    seen = None if seen.all() else torch.as_tensor(seen, device=hooks.device)
     sums = np.zeros(2)
     for rows in batches:
         x, e = crop(data.train_items[rows], data.train_events[rows])
@@ -209,26 +198,12 @@ def _train_epoch(net, opt, data: Splits, lengths: np.ndarray, cfg: EncoderConfig
         x, e = torch.as_tensor(x, device=hooks.device), torch.as_tensor(e, device=hooks.device)
         labels = torch.where(x[:, :-1] > 0, x[:, 1:], torch.zeros_like(x[:, 1:]))
         states, table = net(x[:, :-1], e[:, :-1])
-        loss, count = next_item_loss(states, table, labels, cfg, seen=seen)
+        loss, count = next_item_loss(states, table, labels, cfg)
         (loss * scale).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         sums += [loss.item(), count]
     return sums
-
-
-def seen_items(data: Splits, n_items: int) -> np.ndarray:
-    """(n_items,) bools: the items some training or validation history holds (as inputs
-    or as the validation target)."""
-    seen = np.zeros(n_items + 1, bool)
-    for a in (data.train_items, data.valid_items, data.valid_targets):
-        seen[np.asarray(a).ravel()] = True
-    return seen[1:]
-
-
-def net_items(net) -> int:
-    """The catalogue size of a (possibly DDP-wrapped) SequenceEncoder."""
-    return getattr(net, "module", net).n_items
 
 
 def _validate(model, data: Splits, sums: np.ndarray, mask_purchased: bool, hooks: Hooks,

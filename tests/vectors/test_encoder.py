@@ -307,28 +307,3 @@ def test_id_dropout_leaves_out_whole_id_vectors_in_training_only():
     # id-only: nothing to fall back on, never dropped
     assert encoder.SequenceEncoder(400, None, EncoderConfig(
         dim=8, heads=2, text=False, id_dropout=0.5), 5).id_dropout == 0.0
-
-
-def test_items_no_history_holds_are_no_negatives():
-    torch.manual_seed(0)
-    cfg = EncoderConfig(dim=8, heads=2, loss="full")
-    states = torch.randn(3, 4, 8)
-    table = torch.randn(7, 8)
-    labels = torch.tensor([[1, 2, 0, 3]] * 3)
-    seen = torch.tensor([True, True, True, False, False, True])
-    loss, n = training.next_item_loss(states, table, labels, cfg, seen=seen)
-    # the same as a catalogue without items 3 and 4 (rows 4 and 5 of the table: 0 pads)
-    alone, m = training.next_item_loss(states, torch.cat([table[:4], table[6:]]), labels, cfg)
-    torch.testing.assert_close(loss, alone)
-    assert n == m == 9
-    # sampled: an unseen item would dominate every softmax it entered; it enters none
-    sampled = EncoderConfig(dim=8, heads=2, loss="sampled", negatives=64, temperature=0.0)
-    loud = table.clone()
-    loud[4:6] = 1e3 * torch.sign(states.mean((0, 1)))
-    g = torch.Generator().manual_seed(0)
-    masked, _ = training.next_item_loss(states, loud, labels, sampled, generator=g, seen=seen)
-    unmasked, _ = training.next_item_loss(states, loud, labels, sampled, generator=g)
-    assert masked < 1e3 < unmasked
-    data = training.split(np.array([[0, 1, 2], [0, 0, 4], [3, 1, 2]]),
-                          np.ones((3, 3), np.int64))
-    np.testing.assert_array_equal(training.seen_items(data, 5), [1, 1, 1, 0, 0])
