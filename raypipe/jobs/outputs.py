@@ -13,8 +13,8 @@ import ray
 
 from raypipe.arrays import to_numpy
 from raypipe.config import EmbedConfig, EvalConfig, ProfileConfig, RecommendConfig, UserConfig
-from raypipe.jobs import runtime
 from raypipe.events.sequences import cold_mask
+from raypipe.jobs import runtime
 from raypipe.jobs.embedding import embed_texts
 from raypipe.jobs.items import catalogue_table, groups_table
 from raypipe.jobs.profiles import SegmentModel, profile_users

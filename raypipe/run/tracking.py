@@ -69,8 +69,10 @@ def run_metrics(manifest: dict) -> dict:
     out = {}
     for section in RUN_SECTIONS:
         if section == "metrics":
-            strategies = (manifest.get("metrics") or {}).get("strategies", {})
-            out.update(numbers(strategies, ("test",)))
+            metrics = manifest.get("metrics") or {}
+            out.update(numbers(metrics.get("strategies", {}), ("test",)))
+            if "cold_targets" in metrics:       # eval.cold_share
+                out.update(numbers(metrics["cold_targets"]["strategies"], ("test_cold",)))
         elif section in manifest:      # the encoder's summary apart from its epochs
             out.update(numbers(manifest[section], (RENAMED.get(section, section),)))
     return out

@@ -38,6 +38,11 @@ def test_a_manifest_gives_its_figures_and_leaves_out_detail():
                                           "user_repr": "encoder"}
     assert epoch_metrics({"epoch": 3, "train_loss": 7.0, "valid_ndcg@10": 0.07}) == \
         (3, {"encoder/train_loss": 7.0, "encoder/valid_ndcg_at_10": 0.07})
+    # a cold-item run's figures on the users whose test item is cold
+    cold = {**MANIFEST, "metrics": {**MANIFEST["metrics"], "cold_targets": {
+        "items": 40, "strategies": {"vector": {"recall@10": 0.2, "users": 30}}}}}
+    got = run_metrics(cold)
+    assert got["test_cold/vector/recall_at_10"] == 0.2 and "test_cold/items" not in got
 
 
 def test_off_unless_asked_and_unknown_trackers_refused(tmp_path):
