@@ -1,5 +1,8 @@
-"""Helpers between numpy matrices and Arrow vector columns (fixed-size lists of float32)."""
+"""Helpers between numpy matrices and Arrow vector columns (fixed-size lists of float32),
+and the seeded hash that picks validation users and cold items."""
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pyarrow as pa
@@ -25,3 +28,11 @@ def to_numpy(col) -> np.ndarray:
 def normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def seeded_rank(keys, salt) -> np.ndarray:
+    """Each key's hash with `salt` as a number uniform in [0, 1): the same whatever the
+    order or partitioning of the keys, so every worker decides alone."""
+    return np.array([int.from_bytes(hashlib.blake2b(f"{salt}:{k}".encode(), digest_size=8)
+                                    .digest(), "little") / 2.0 ** 64 for k in keys],
+                    np.float64)

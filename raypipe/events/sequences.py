@@ -5,12 +5,11 @@ user). `sequence_text` renders a sequence as text; the batch job and serving bot
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from raypipe.arrays import seeded_rank
 from raypipe.config import SequenceConfig
 from raypipe.schema import EVENT_TYPES, FILE, ROW
 
@@ -93,14 +92,15 @@ def holdout_last(seqs: pa.Table) -> pa.Table:
 
 def cold_mask(item_ids, share: float, seed: int) -> np.ndarray:
     """The items held out as cold (eval.cold_share): a seeded hash of the item id below
-    `share`, the same whatever the order or the partitioning of the items. The salt keeps it
-    apart from the hash that picks validation users."""
+    `share`. The salt keeps it apart from the hash that picks validation users."""
     if share <= 0:
         return np.zeros(len(item_ids), bool)
-    rank = np.array([int.from_bytes(hashlib.blake2b(f"cold:{seed}:{i}".encode(),
-                                                    digest_size=8).digest(), "little")
-                     for i in item_ids], np.float64) / 2.0 ** 64
-    return rank < share
+    return seeded_rank(item_ids, f"cold:{seed}") < share
+
+
+def cold_items(item_ids: list, share: float, seed: int) -> frozenset:
+    """The ids of the items `cold_mask` holds out."""
+    return frozenset(np.asarray(item_ids, object)[cold_mask(item_ids, share, seed)])
 
 
 def drop_items(seqs: pa.Table, drop: frozenset, min_length: int) -> pa.Table:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pyarrow as pa
 import ray
 from ray.data.expressions import col
@@ -17,7 +16,7 @@ from raypipe.run.artifacts import Folder
 from raypipe.run.privacy import Pseudonymizer
 from raypipe.run.stages import InputFiles, Runtime, Stage
 from raypipe.schema import QUARANTINE, REASON, RECORD
-from raypipe.events.sequences import build_sequences, cold_mask, drop_items, holdout_last
+from raypipe.events.sequences import build_sequences, cold_items, drop_items, holdout_last
 
 EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event_type", "_file", "_row"]
 
@@ -145,8 +144,7 @@ def events_stage(out: Folder, source: SourceConfig, clean: CleanConfig,
         if rows["kept"] == 0:
             raise ValueError(f"no event survived cleaning: {rows}")
         out.dataset("quarantine", bad, QUARANTINE)
-    ids = catalogue["item_id"].to_pylist()
-    dropped = frozenset(np.asarray(ids, object)[cold_mask(ids, *cold)]) if cold else frozenset()
+    dropped = cold_items(catalogue["item_id"].to_pylist(), *cold) if cold else frozenset()
     with rt.timed("sequences"):
         out.dataset("sequences", build_user_sequences(events, sequences, holdout, parts,
                                                       rows["kept"], dropped))

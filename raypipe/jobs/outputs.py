@@ -13,7 +13,7 @@ import ray
 
 from raypipe.arrays import to_numpy
 from raypipe.config import EmbedConfig, EvalConfig, ProfileConfig, RecommendConfig, UserConfig
-from raypipe.events.sequences import cold_mask
+from raypipe.events.sequences import cold_items
 from raypipe.jobs import runtime
 from raypipe.jobs.embedding import embed_texts
 from raypipe.jobs.items import catalogue_table, groups_table
@@ -58,8 +58,7 @@ def outputs_stage(out: Folder, items: Stage, embeddings: Stage, groups: Stage, u
         out.dataset("profiles", prof)
         ids = _segment_ids(out, segments, seg)
         _write_segments(out, segments, seg, ids, leaf_mass, catalogue, profiles)
-        cold = frozenset(np.asarray(catalogue.item_ids, object)[cold_mask(
-            catalogue.item_ids, evaluation.cold_share, evaluation.cold_seed)])
+        cold = cold_items(catalogue.item_ids, evaluation.cold_share, evaluation.cold_seed)
         _write_items(out, items, item_segment, group, cold)
         mass = roll_up(leaf_mass, seg.paths[:, seg.main])
         rankings = segment_rankings(mass, seg.n_segments, depth=RANKING_DEPTH)

@@ -5,11 +5,11 @@ item scores 1. `blend` mixes it with the vector and segment scores. Knows nothin
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow as pa
 from scipy import sparse
+
+from raypipe.arrays import seeded_rank
 
 PAIRS = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("count", pa.int64()),
                    ("held", pa.int64())])
@@ -23,9 +23,7 @@ def held_out(user_ids, share: float, seed: int) -> np.ndarray:
 
 def held_rank(user_ids, seed: int) -> np.ndarray:
     """Each user's seeded hash as a number uniform in [0, 1)."""
-    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{u}".encode(), digest_size=8)
-                                    .digest(), "little") / 2.0 ** 64 for u in user_ids],
-                    np.float64)
+    return seeded_rank(user_ids, seed)
 
 
 def follower_pairs(item_index: list[np.ndarray], n_items: int, window: int,
