@@ -82,7 +82,7 @@ def row_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
 
 
-def _product(xb: np.ndarray, cents: Centroids) -> np.ndarray:
+def half_distances(xb: np.ndarray, cents: Centroids) -> np.ndarray:
     """|c|^2 - 2 x.c for a block, (b, k), in this thread's scratch buffer."""
     b, dim = xb.shape
     k = len(cents)
@@ -235,7 +235,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, k: int = 1) -> tuple[np.ndarray
 
     def one(rows: slice):
         xb = np.ascontiguousarray(x[rows], np.float32)
-        d = _product(xb, cents)
+        d = half_distances(xb, cents)
         lab = np.argpartition(d, k - 1, axis=1)[:, :k]
         lab = np.take_along_axis(lab, np.take_along_axis(d, lab, 1).argsort(1), 1)
         d2[rows] = np.maximum(np.take_along_axis(d, lab, 1) +

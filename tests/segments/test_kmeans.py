@@ -151,22 +151,24 @@ def _plain_lloyd(x, centroids, iters):
     return out
 
 
-@pytest.mark.parametrize("full_share,dense_share,moved_share,threads", [
-    (0.5, 0.8, 0.25, 1), (0.0, 0.0, 0.25, 2), (0.0, 1.0, 0.25, 2), (1.0, 0.8, 0.25, 2),
-    (1.0, 0.8, 0.0, 1), (0.5, 0.8, 1.0, 2)])
-def test_bounded_steps_give_textbook_lloyd_labels(monkeypatch, full_share, dense_share,
+@pytest.mark.parametrize("group_size,whole_share,moved_share,threads", [
+    (16, None, 0.25, 1), (1, 2.0, 0.25, 2), (3, 2.0, 0.25, 2), (3, 0.0, 0.25, 2),
+    (1000, None, 0.25, 2), (3, 0.5, 0.0, 1), (2, 0.5, 1.0, 2)])
+def test_bounded_steps_give_textbook_lloyd_labels(monkeypatch, group_size, whole_share,
                                                   moved_share, threads):
-    """Whichever way a row is rechecked (against its candidate centroids, or all of them in
-    whole or gathered blocks, on 1 or 2 threads) and whether the sums are patched or
-    recounted, every step's labels are Lloyd's."""
+    """Whatever the centroid groups (one centroid each, a few, all in one), rows in doubt
+    measured group by group or against all centroids, on 1 or 2 threads and whether the
+    sums are patched or recounted, every step's labels are Lloyd's and every bound holds."""
     from raypipe.segments import lloyd, nearest
-    monkeypatch.setattr(lloyd, "FULL_SHARE", full_share)
-    monkeypatch.setattr(lloyd, "DENSE_SHARE", dense_share)
+    monkeypatch.setattr(lloyd, "GROUP_SIZE", group_size)
+    monkeypatch.setattr(lloyd, "WHOLE_SHARE", whole_share)
     monkeypatch.setattr(lloyd, "MOVED_SHARE", moved_share)
+    monkeypatch.setattr(lloyd, "DOUBT_BLOCK", 200)
     monkeypatch.setattr(lloyd, "BLOCK", 256)
     monkeypatch.setattr(nearest, "BLOCK", 256)
     monkeypatch.setattr(nearest, "threads", lambda: threads)
-    # Blobs asked for 3x their number of segments: some rows have a few candidates, some many.
+    # Blobs asked for 3x their number of segments: some rows clear every other group, some
+    # few of them.
     x, _ = make_blobs(3000, centers=4, n_features=8, cluster_std=1.0, random_state=2)
     x = np.vstack([x, np.random.default_rng(0).uniform(-12, 12, (600, 8))]).astype(np.float32)
     centroids = x[::300].copy()
@@ -176,11 +178,24 @@ def test_bounded_steps_give_textbook_lloyd_labels(monkeypatch, full_share, dense
         state, (sums, counts) = lloyd.lloyd_step(x, state, centroids)
         assert (state[0] == labels).mean() > 0.999, step        # float32 near-ties aside
         np.testing.assert_array_equal(counts, np.bincount(state[0], minlength=12))
-        assert (state.upper >= 0).all() and np.isfinite(state.upper).all()
+        _check_bounds(x, state)
         ref = np.zeros((12, 8))
         np.add.at(ref, state[0], x)
         np.testing.assert_allclose(sums, ref, rtol=1e-6, atol=1e-3)
         centroids = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    assert state.lower.shape == (len(x), state.group.max() + 1)
+
+
+def _check_bounds(x, state):
+    """upper >= the distance to the own centroid; each group's lower bound <= the distance
+    to its nearest centroid other than the own one (float32 rounding aside)."""
+    d = np.sqrt(((x[:, None, :].astype(np.float64) - state.centroids[None]) ** 2).sum(2))
+    rows = np.arange(len(x))
+    assert (state.upper >= d[rows, state.labels] - 1e-3).all()
+    d[rows, state.labels] = np.inf
+    for g in range(state.lower.shape[1]):
+        nearest = d[:, state.group == g].min(1)
+        assert (state.lower[:, g] <= nearest + 1e-3).all(), g
 
 
 def test_fit_array_with_ray_running_uses_every_cpu(ray_session, monkeypatch):
@@ -228,31 +243,28 @@ def test_nearest_centroids_equal_a_full_sort_on_both_product_paths(d, k):
 
 def test_each_doubtful_row_is_measured_by_one_job_only(monkeypatch):
     """Jobs run on threads and write their rows in place: no row may belong to two."""
-    from raypipe.segments import lloyd, nearest
-    monkeypatch.setattr(lloyd, "BLOCK", 128)
-    monkeypatch.setattr(lloyd, "DENSE_SHARE", 0.3)
-    monkeypatch.setattr(lloyd, "block_rows", lambda k: 128)
+    from raypipe.segments import lloyd
+    monkeypatch.setattr(lloyd, "DOUBT_BLOCK", 128)
+    monkeypatch.setattr(lloyd, "GROUP_SIZE", 3)
     seen = []
-    real = nearest.parallel_map
+    real = lloyd.parallel_map
 
     def record(fn, jobs):
-        for job in jobs:
-            at = job[1]
-            seen.append(np.arange(at.start, at.stop) if isinstance(at, slice) else at)
+        seen.extend(jobs)
         return real(fn, jobs)
 
     monkeypatch.setattr(lloyd, "parallel_map", record)
-    # Far-apart blobs (few candidates per centroid) among scattered rows (many), shuffled,
-    # so blocks measured whole hold rows of groups with few candidates too.
     x, _ = make_blobs(4000, centers=6, n_features=6, cluster_std=1.0, center_box=(-60, 60),
                       random_state=1)
     x = np.vstack([x, np.random.default_rng(1).uniform(-80, 80, (400, 6))]).astype(np.float32)
     x = x[np.random.default_rng(2).permutation(len(x))]
     centroids = x[::110].copy()
-    state = None
+    state, measured = None, 0
     for _ in range(4):
         seen.clear()
         state, (sums, counts) = lloyd.lloyd_step(x, state, centroids)
         rows = np.concatenate(seen) if seen else np.zeros(0, int)
         assert len(rows) == len(np.unique(rows))
+        measured += len(rows)
         centroids = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    assert 0 < measured < 3 * len(x)
