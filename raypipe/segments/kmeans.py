@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 __all__ = ["KMeans", "LocalShards", "assign", "shard_predict", "update", "split_empty"]
 INITS = ("k-means||", "k-means++", "random")
 ARI_ROWS = 100_000     # restarts' agreement is measured on at most this many rows
+# k-means|| seeds from at most max(SEED_ROWS, SEED_PER_CLUSTER x k) rows of `sample_size`:
+# 25,000 rather than 100,000 moved the inertia after 20 iterations by under 0.1% on the
+# bench's shapes, and the seeding had taken up to a quarter of a fit.
+SEED_ROWS, SEED_PER_CLUSTER = 25_000, 100
 
 
 def update(sums: np.ndarray, counts: np.ndarray, spherical: bool = False) -> np.ndarray:
@@ -202,7 +206,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             return sample[rng.choice(len(sample), self.n_clusters, replace=False, p=p)].copy()
         if self.init == "k-means++" or sample_w is not None:
             return kmeans_plus_plus(sample, self.n_clusters, rng, weights=sample_w)
-        return kmeans_parallel(shards, self.n_clusters, rng, sample_size=self.sample_size)
+        rows = min(self.sample_size, max(SEED_ROWS, SEED_PER_CLUSTER * self.n_clusters))
+        return kmeans_parallel(shards, self.n_clusters, rng, sample_size=rows)
 
     def _run(self, shards, centroids, tol, rng, run, best, resume, checkpoint):
         first = 1

@@ -65,7 +65,10 @@ def kmeans_parallel(shards, k: int, rng, rounds: int = 2, oversampling: float = 
         cost = sum(costs)
         if cost <= 0:
             break
-        states, found = shards.scan(parallel_sample, states, oversampling * k, cost, seed + r)
+        # Not `seed`: the sample kept rows whose draw under it was below `fraction`, and the
+        # same draws again would keep 1 / fraction times too many candidates.
+        states, found = shards.scan(parallel_sample, states, oversampling * k, cost,
+                                    seed + 1 + r)
         new = np.concatenate(found)
         if len(new) == 0:
             break

@@ -268,3 +268,24 @@ def test_each_doubtful_row_is_measured_by_one_job_only(monkeypatch):
         measured += len(rows)
         centroids = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
     assert 0 < measured < 3 * len(x)
+
+
+@pytest.mark.parametrize("sample_size", [2_000, 20_000])
+def test_kmeans_parallel_keeps_about_ell_candidates_per_round_on_a_sample(monkeypatch,
+                                                                          sample_size):
+    """Each k-means|| round keeps about oversampling x k rows however small the seeding
+    sample is: the round's draws must not be the ones that chose the sample."""
+    from raypipe.segments import seeding
+    kept, real = [], seeding.parallel_sample
+
+    def count(*args):
+        state, rows = real(*args)
+        kept.append(len(rows))
+        return state, rows
+
+    monkeypatch.setattr(seeding, "parallel_sample", count)
+    x, _ = make_blobs(20_000, centers=10, n_features=6, random_state=0)
+    seeding.kmeans_parallel(LocalShards([x.astype(np.float32)]), 20,
+                            np.random.default_rng(0), sample_size=sample_size)
+    assert len(kept) == 2
+    assert all(15 <= n <= 70 for n in kept), kept          # ell = 2 x 20 = 40 expected
