@@ -27,7 +27,8 @@ import numpy as np
 
 from raypipe.segments import kernels
 from raypipe.segments.nearest import (BLOCK, Centroids, assign, half_distances, nearest2,
-                                      parallel_blocks, parallel_map, row_norms, use_gpu)
+                                      parallel_blocks, parallel_map, row_norms, threads,
+                                      use_gpu)
 
 # Centroids per group: (rows x 16) products already run at about 80% of the rate of wide
 # ones; larger groups clear fewer rows.
@@ -46,7 +47,8 @@ WHOLE_SHARE: float | None = None
 def whole_share(d: int) -> float:
     return WHOLE_SHARE if WHOLE_SHARE is not None else (d + 45) / (1.2 * d + 180)
 
-# Rows in doubt per job: each job measures its rows against the groups they need.
+# Rows in doubt per job, at most (fewer where that leaves under 8 jobs per thread, down to
+# BLOCK): each job measures its rows against the groups they need.
 DOUBT_BLOCK = 4 * BLOCK
 # More than this share of rows moved: the sums are recounted instead of patched.
 MOVED_SHARE = 0.25
@@ -83,9 +85,10 @@ def lloyd_step(x: np.ndarray, state: Bounds | None, centroids: np.ndarray,
         upper[doubt], lower[doubt, 0] = _sqrt(near), _sqrt(far)
     else:
         groups = Groups(centroids, state.group)
+        size = min(DOUBT_BLOCK, max(BLOCK, -(-len(doubt) // (8 * threads()))))
         parallel_map(lambda rows: _recheck(x, state.x_sq, groups, half_gap, rows, labels,
                                            upper, lower),
-                     [doubt[i:i + DOUBT_BLOCK] for i in range(0, len(doubt), DOUBT_BLOCK)])
+                     [doubt[i:i + size] for i in range(0, len(doubt), size)])
     moved = np.flatnonzero(labels != old)
     sums, counts = state.sums, state.counts
     if len(moved) > MOVED_SHARE * len(x):
