@@ -57,6 +57,9 @@ class ServeArgs(BaseModel):
                                                      "non-loopback address")
     poll_s: float = Field(30.0, ge=0, description="how often to look for a new version "
                                                   "(LATEST) of the artifacts; 0: never")
+    answers_max_rows: int = Field(20_000_000, ge=0, description="known users' answers are "
+                                  "read from the batch's table when it has at most this "
+                                  "many rows (33 bytes each in memory); 0: always computed")
 
 
 def serve_host() -> str | None:
@@ -153,7 +156,7 @@ class Recommender:
     async def _swap(self, uri: str) -> None:
         from serve.service import ProfileService
         try:
-            service = await asyncio.to_thread(ProfileService, uri)
+            service = await asyncio.to_thread(ProfileService, uri, self.args.answers_max_rows)
             if self.service is not None and \
                     service.cfg.embed.model != self.service.cfg.embed.model:
                 raise ValueError(f"{uri} was embedded with model {service.cfg.embed.model!r}, "

@@ -4,8 +4,10 @@ and the benchmark's baseline wraps it in a plain FastAPI app.
 
 Every step is the batch job's own code, never a copy: cleaning (events/clean.py), sequence
 building (events/sequences.py), the user model (vectors/users.py), profiles
-(segments/profiles.py) and the `Recommender` (recommend/). So a known user's answer equals the batch tables' rows, and a
-fresh sequence equal to a known user's history gets that user's profile.
+(segments/profiles.py) and the `Recommender` (recommend/). So a known user's answer equals the
+batch tables' rows, and a fresh sequence equal to a known user's history gets that user's
+profile. Known users' recommendations are read from the batch's own table where it fits in
+memory (serve/answers.py), the same rows at a tenth of the cost.
 
 Fresh sequences are answered in two steps, because their new texts (items given inline, and
 for `user_repr: text` the rendered sequence) are embedded elsewhere (a Serve deployment):
@@ -37,6 +39,7 @@ from raypipe.segments.profiles import COUNTS, profile_table
 from raypipe.segments.segmentation import Segmentation
 from raypipe.vectors.pooling import history_rows, history_weights
 from raypipe.vectors.users import UserModel
+from serve.answers import MAX_ROWS, Answers
 from serve.loading import artifact_version, read_bytes, vectors_in_order
 from serve.requests import (REQUEST_USER, BadRequest, Plan,
                             UnknownUser, events_table, refuse)
@@ -47,7 +50,7 @@ class ProfileService:
     `profile(user)`, `recommend(user, k, strategy)` and, for fresh sequences, `plan` and
     `answer`."""
 
-    def __init__(self, artifacts: str):
+    def __init__(self, artifacts: str, answers_max_rows: int = MAX_ROWS):
         run = current_run(artifacts)         # the version LATEST names, read whole
         raw = read_bytes(run, "manifest.json")
         self.uri, self.manifest, self.version = artifacts, json.loads(raw), artifact_version(raw)
@@ -67,6 +70,8 @@ class ProfileService:
             self._pseudonym = Pseudonymizer(load_key())
         self._load_items(run)
         self._load_users(run)
+        self.answers = Answers.load(Folder(run), self.manifest, self.user_index,
+                                    self.item_index, self.cfg.recommend, answers_max_rows)
 
     def _load_items(self, uri: str) -> None:
         items = Folder(uri).read("items")
@@ -136,9 +141,14 @@ class ProfileService:
     def recommend(self, user_id: str, k: int, strategy: str) -> dict:
         """-> the user's k best items by `strategy`, as the batch job ranked them."""
         i = self._row(user_id)
+        self.check_strategy(strategy)
+        segment = self.profiles["segment"][i].as_py()
+        got = self.answers.get(i, strategy, k) if self.answers is not None and \
+            k <= self.cfg.recommend.k else None
+        if got is not None:
+            return self._response(user_id, strategy, *got, segment)
         h = self.histories.slice(i, 1).to_pylist()[0]
         rows = history_rows(pa.array([h["item_ids"]], pa.list_(pa.string())), self.item_index)
-        segment = self.profiles["segment"][i].as_py()
         stored = {c: v[i:i + 1] for c, v in self.user_vectors.items()}
         query = self.users.from_stored(stored, rows, [h["event_types"]]).query
         return self._recommend(user_id, query, rows, [h["event_types"]], self.space, segment,
@@ -236,6 +246,11 @@ class ProfileService:
         out = self.recommender.recommend(query, segments, exclude, k, (strategy,), interests,
                                          rows, evidence=ev)
         ranked, explained = out if ev is not None else (out, None)
+        return self._response(user_id, strategy, ranked, explained, segment, new_items)
+
+    def _response(self, user_id, strategy, ranked, explained, segment,
+                  new_items: tuple = ((), (), None)) -> dict:
+        segments = np.array([segment])
         if explained is None:
             got = ranked[strategy][0]
             items = [{"item_id": self.item_ids[i], "score": float(s), "text": self.texts[i]}
@@ -243,7 +258,8 @@ class ProfileService:
         else:   # the batch job's table, so the two always agree
             ids, texts = list(new_items[0]), list(new_items[1])
             items = self.recommender.to_table(
-                [user_id], ranked, explained, self.texts + texts, segments,
+                [user_id], ranked, explained, self.texts + texts if texts else self.texts,
+                segments,
                 self.item_ids + ids if ids else None).drop_columns(
                 ["user_id", "rank", "strategy"]).to_pylist()
             for item in items:
