@@ -174,7 +174,7 @@ def _drift(state: Bounds, centroids: np.ndarray):
     t = state.lower.shape[1]
     group_shift = np.zeros(t, np.float32)
     np.maximum.at(group_shift, state.group, shift)
-    half_gap = _half_gap(centroids) if not use_gpu() else np.zeros(len(centroids), np.float32)
+    half_gap = _half_gap(centroids)
     n = len(state.labels)
     upper, lower = np.empty(n, np.float32), np.empty((n, t), np.float32)
     doubt = np.empty(n, np.bool_)
